@@ -1,0 +1,142 @@
+"""Input checks for :func:`fastneuron.train`: every bad input is a ValueError naming
+its argument, raised before any work starts."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+
+BACKENDS = ("auto", "eager", "compile", "triton")
+_U64 = 2**64
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def check_int(name: str, value, minimum: int):
+    """An int >= minimum (bools and floats are refused)."""
+    if not _is_int(value):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_float(name: str, value) -> float:
+    """A finite real number, and finite once rounded to float32."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or not math.isfinite(float(np.float32(value))):
+        raise ValueError(f"{name} must be finite in float32, got {value!r}")
+    return value
+
+
+def seeds_to_int64(seeds) -> torch.Tensor:
+    """Seeds in [0, 2**64) as int64 two's complement (CPU tensor of shape (M,))."""
+    if isinstance(seeds, torch.Tensor):
+        if seeds.dtype in (torch.bool,) or seeds.dtype.is_floating_point or seeds.is_complex():
+            raise ValueError(f"seeds must be integers, got a tensor of {seeds.dtype}")
+        arr = seeds.detach().cpu().reshape(-1)
+        if arr.dtype == torch.uint64:
+            return arr.view(torch.int64).clone()
+        arr = arr.to(torch.int64)
+        if arr.numel() and int(arr.min()) < 0:
+            raise ValueError("seeds must lie in [0, 2**64): got a negative seed")
+        return arr
+    if isinstance(seeds, np.ndarray):
+        if seeds.dtype.kind not in "iu":
+            raise ValueError(f"seeds must be integers, got an array of {seeds.dtype}")
+        arr = seeds.reshape(-1)
+        if seeds.dtype.kind == "i" and arr.size and arr.min() < 0:
+            raise ValueError("seeds must lie in [0, 2**64): got a negative seed")
+        return torch.from_numpy(arr.astype(np.uint64).view(np.int64).copy())
+    if isinstance(seeds, range):
+        if len(seeds) and (min(seeds[0], seeds[-1]) < 0 or max(seeds[0], seeds[-1]) >= _U64):
+            raise ValueError("seeds must lie in [0, 2**64)")
+        if len(seeds) and max(seeds[0], seeds[-1]) < 2**63:
+            return torch.arange(seeds.start, seeds.stop, seeds.step, dtype=torch.int64)
+    if _is_int(seeds) or isinstance(seeds, (str, bytes)):
+        raise ValueError(f"seeds must be a sequence of integers, got {type(seeds).__name__}")
+    try:
+        values = list(seeds)
+    except TypeError:
+        raise ValueError(f"seeds must be a sequence of integers, got {type(seeds).__name__}") from None
+    for s in values:
+        if not _is_int(s):
+            raise ValueError(f"seeds must be integers in [0, 2**64), got {s!r}")
+        if not 0 <= s < _U64:
+            raise ValueError(f"seeds must lie in [0, 2**64), got {s}")
+    return torch.tensor([int(s) - _U64 if s >= 2**63 else int(s) for s in values], dtype=torch.int64)
+
+
+def per_member(name: str, value, m: int, *, lo: float, lo_open: bool, hi: float | None = None) -> torch.Tensor:
+    """A scalar (broadcast) or M values, as float32 (M,), each finite and in range.
+
+    The range is checked on the float32 values that the run will use, so that, e.g.,
+    an lr that rounds to 0 in float32 is refused.
+    """
+    if isinstance(value, torch.Tensor):
+        arr = value.detach().cpu().reshape(-1)
+        if arr.dtype == torch.bool or arr.is_complex():
+            raise ValueError(f"{name} must be real numbers, got a tensor of {arr.dtype}")
+        arr = arr.to(torch.float64).numpy()
+    elif isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise ValueError(f"{name} must be real numbers, got an array of {value.dtype}")
+        arr = value.reshape(-1).astype(np.float64)
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        arr = np.full(m, float(value))
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            raise ValueError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
+        for v in items:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+                raise ValueError(f"{name} must be real numbers, got {v!r}")
+        arr = np.asarray(items, dtype=np.float64)
+    if arr.size == 1 and m != 1:
+        arr = np.full(m, arr[0])
+    if arr.size != m:
+        raise ValueError(f"{name} has {arr.size} values but there are {m} seeds: lengths must match")
+    with np.errstate(over="ignore"):
+        f32 = arr.astype(np.float32)
+    bad = ~np.isfinite(f32) | ~np.isfinite(arr)
+    bad |= (f32 <= lo) if lo_open else (f32 < lo)
+    if hi is not None:
+        bad |= f32 >= hi
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        rng = f"{'(' if lo_open else '['}{lo}, {'inf)' if hi is None else f'{hi})'}"
+        raise ValueError(f"{name} must be finite and in {rng} (in float32); member {i} has {arr[i]!r}")
+    return torch.from_numpy(f32)
+
+
+def check_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a device: {exc}") from None
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} is not available: torch sees no CUDA device")
+        index = 0 if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} is not available: {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device("cuda", index)
+    raise ValueError(f"device {device!r} is not supported: use 'cpu' or 'cuda'")
+
+
+def check_backend(backend) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+    return backend

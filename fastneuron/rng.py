@@ -1,0 +1,86 @@
+"""Philox4x32-10 and the SPEC's random streams, in torch integer ops (SPEC §2).
+
+Every word is held in an int64 tensor with a value in [0, 2**32); the 32x32-bit
+products of a round wrap in int64 and keep all 64 bits of the unsigned product.
+Written with plain elementwise ops only, so that the same code runs eagerly
+on CPU and CUDA and fuses under ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+MASK32 = 0xFFFFFFFF
+PHILOX_ROUND_A = 0xD2511F53  # multiplies c0
+PHILOX_ROUND_B = 0xCD9E8D57  # multiplies c2
+PHILOX_KEY_A = 0x9E3779B9
+PHILOX_KEY_B = 0xBB67AE85
+PHILOX_ROUNDS = 10
+
+#: Stream keys (k0, k1) of SPEC §2; the seed sits in the counter.
+DATA_KEY = (0, 0)
+INIT_KEY = (1, 0)
+
+#: Triton's ``uint_to_uniform_float`` scale, as the float32 it becomes (a double
+#: holding exactly that float32, so that any later cast to float32 is exact).
+UNIFORM_SCALE = float(np.float32(4.6566127342e-10))
+
+
+def _low(p):
+    """A product kept whole in int64 tensors; a Python int (unbounded) is cut to 32 bits."""
+    return p if isinstance(p, torch.Tensor) else p & MASK32
+
+
+def philox4x32(c0, c1, c2, c3, key=(0, 0), rounds: int = PHILOX_ROUNDS):
+    """Philox4x32 (``rounds`` rounds) of counter (c0, c1, c2, c3) under ``key = (k0, k1)``.
+
+    Counter words are int64 tensors (or Python ints) holding values in [0, 2**32);
+    they broadcast. Returns four int64 tensors of words in [0, 2**32), equal to
+    ``tl.philox(k0 | k1 << 32, c0, c1, c2, c3)``.
+    """
+    k0, k1 = key
+    for _ in range(rounds):
+        # 32x32-bit products in int64: the multiply wraps mod 2**64, so p's 64 bits are
+        # the unsigned product's; hi = p >> 32 (masked: the shift is arithmetic).
+        # c1 and c3 keep p whole: only their low 32 bits (lo0, lo2) ever matter, and
+        # the mask after the next xor drops the rest. Two masks a round instead of four.
+        p0 = c0 * PHILOX_ROUND_A
+        p2 = c2 * PHILOX_ROUND_B
+        c0, c1, c2, c3 = ((p2 >> 32) ^ c1 ^ k0) & MASK32, _low(p2), ((p0 >> 32) ^ c3 ^ k1) & MASK32, _low(p0)
+        k0 = (k0 + PHILOX_KEY_A) & MASK32
+        k1 = (k1 + PHILOX_KEY_B) & MASK32
+    return c0, c1 & MASK32, c2, c3 & MASK32
+
+
+def uint32_to_uniform(word: torch.Tensor) -> torch.Tensor:
+    """A word in [0, 2**32) to float32 in [0, 1), as Triton's ``uint_to_uniform_float``.
+
+    The word is read as int32 ``i`` (``to(int32)`` keeps the low 32 bits); negative
+    ``i`` becomes ``~i``, which is ``i ^ (i >> 31)`` without a branch or select.
+    """
+    i = word.to(torch.int32)
+    i = i ^ (i >> 31)
+    return i.to(torch.float32) * UNIFORM_SCALE
+
+
+def split_seeds(seeds: torch.Tensor):
+    """(s_lo, s_hi) int64 words of seeds stored as int64 two's complement of [0, 2**64)."""
+    return seeds & MASK32, (seeds >> 32) & MASK32
+
+
+def init_params(s_lo: torch.Tensor, s_hi: torch.Tensor):
+    """Initial (w0, b0), each U(-1, 1) as ``nn.Linear(1, 1)``: the init stream, words 0 and 1."""
+    r0, r1, _, _ = philox4x32(0, 0, s_lo, s_hi, key=INIT_KEY)
+    w0 = -1.0 + 2.0 * uint32_to_uniform(r0)
+    b0 = -1.0 + 2.0 * uint32_to_uniform(r1)
+    return w0, b0
+
+
+def data_block(s_lo, s_hi, q, lo: torch.Tensor, span: torch.Tensor):
+    """Samples 4q .. 4q+3 of each member's data stream: four float32 x tensors.
+
+    ``q`` is a Python int or an int64 tensor (any value in [0, 2**64) that fits int64).
+    """
+    words = philox4x32(q & MASK32, q >> 32, s_lo, s_hi, key=DATA_KEY)
+    return tuple(lo + span * uint32_to_uniform(r) for r in words)
