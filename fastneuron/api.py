@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import shutil
 import sys
@@ -15,13 +14,10 @@ import numpy as np
 import torch
 
 from . import _validate as V
-from .reference import Members, Problem, State, StepOptions, run_steps
+from ._driver import Progress, block_members, fresh_state, make_stepper, run_block
+from .checkpoint import load_checkpoint, members_digest, save_checkpoint
+from .reference import Problem, State, StepOptions
 from .result import TrainResult
-from .rng import init_params, split_seeds
-
-#: Steps per call of the eager reference: a multiple of 4 keeps every call aligned
-#: on the data stream's blocks of four samples.
-EAGER_CHUNK_STEPS = 4
 
 
 def grid(seeds, lrs, **per_member) -> dict:
@@ -117,16 +113,27 @@ def train(
     lo: float = 1.0,
     hi: float = 5.0,
     progress: Optional[bool] = None,
+    checkpoint=None,
+    checkpoint_every: float = 5.0,
+    resume=None,
+    member_block: Optional[int] = None,
 ) -> TrainResult:
     """Train one ``nn.Linear(1, 1)`` per member by per-sample SGD, as SPEC.md says.
 
     Member ``m`` has ``seeds[m]`` (an integer in [0, 2**64)) and ``lrs[m]``; ``lrs``,
     ``momentum`` and ``weight_decay`` take a scalar (every member) or one value per
-    member. The target is ``a*x + c`` with ``x ~ U[lo, hi)``. ``log_every=k`` keeps
-    (w, b) after steps 0, k, 2k, ... ``backend`` is ``"auto"`` (triton on CUDA,
-    compile on CPU), ``"eager"``, ``"compile"`` or ``"triton"``; ``device`` defaults
-    to CUDA when present. ``progress`` shows a bar on stderr for runs past 2 s
-    (None: when stderr is a terminal).
+    member, ``dampening`` and ``nesterov`` are run-wide, all as in ``torch.optim.SGD``.
+    The target is ``a*x + c`` with ``x ~ U[lo, hi)``, ``batch_size`` samples a step.
+    ``log_every=k`` keeps (w, b) after steps 0, k, 2k, ...
+
+    ``backend``: ``"auto"`` (triton on CUDA, compile on CPU), ``"eager"``,
+    ``"compile"`` or ``"triton"``; ``device`` defaults to CUDA when present.
+    ``progress`` shows a bar on stderr for runs past about 2 s (None: when stderr is
+    a terminal). ``checkpoint=PATH`` saves the state there atomically every
+    ``checkpoint_every`` seconds and at the end; ``resume=PATH`` continues from such
+    a file (same settings and members, else ValueError) and ends bit for bit where an
+    uninterrupted run ends. Members are trained in blocks of ``member_block``
+    (default: as many as a quarter of the free memory holds).
     """
     seeds64 = V.seeds_to_int64(seeds)
     m = seeds64.numel()
@@ -151,46 +158,97 @@ def train(
     if not np.float32(lo) < np.float32(hi):
         raise ValueError(f"lo must be < hi (in float32), got lo={lo}, hi={hi}")
     V.check_float("hi - lo", hi - lo)
+    checkpoint_every = V.check_float("checkpoint_every", checkpoint_every)
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0 seconds, got {checkpoint_every}")
+    if member_block is not None:
+        member_block = V.check_int("member_block", member_block, 1)
     V.check_backend(backend)
     dev = V.check_device(device)
     backend = resolve_backend(backend, dev)
+    n_logged = len(range(0, steps, log_every)) if log_every else 0
+    member_block = _member_block(m, n_logged, dev, member_block)
 
     settings = dict(steps=steps, batch_size=batch_size, a=a, c=c, lo=lo, hi=hi,
                     dampening=dampening, nesterov=bool(nesterov), log_every=log_every,
                     backend=backend, device=str(dev))
     opts = StepOptions(batch_size=batch_size, weight_decay=bool((wd32 != 0).any()),
                        momentum=bool((mu32 != 0).any()), nesterov=bool(nesterov))
-
-    # torch.compile specializes on M == 1: give it a second member and drop it after.
-    pad = 1 if backend == "compile" and m == 1 else 0
-    def member_tensor(x):
-        x = torch.cat([x, x[:1]]) if pad else x
-        return x.to(dev)
-
-    s_lo, s_hi = split_seeds(member_tensor(seeds64))
     f32 = lambda v: torch.tensor(v, dtype=torch.float32, device=dev)  # noqa: E731
     prob = Problem(a=f32(a), c=f32(c), lo=f32(lo), span=f32(np.float32(np.float64(hi) - np.float64(lo))),
-                   batch=f32(batch_size), one_minus_dampening=f32(np.float32(1.0) - np.float32(dampening)))
-    hp = Members(s_lo=s_lo, s_hi=s_hi, neg_lr=-member_tensor(lr32),
-                 momentum=member_tensor(mu32) if opts.momentum else None,
-                 weight_decay=member_tensor(wd32) if opts.weight_decay else None)
+                   batch=f32(batch_size), one_minus_dampening=f32(np.float32(1.0 - dampening)))
 
-    w, b, div, hist_steps, hist_w, hist_b = _run(backend, hp, prob, opts, steps, log_every, dev, progress)
+    out = {
+        "weight": torch.empty(m, dtype=torch.float32), "bias": torch.empty(m, dtype=torch.float32),
+        "diverged_at": torch.full((m,), -1, dtype=torch.int64),
+        "buf_weight": torch.zeros(m, dtype=torch.float32) if opts.momentum else None,
+        "buf_bias": torch.zeros(m, dtype=torch.float32) if opts.momentum else None,
+        "history_weight": torch.empty(n_logged, m, dtype=torch.float32) if log_every else None,
+        "history_bias": torch.empty(n_logged, m, dtype=torch.float32) if log_every else None,
+    }
+    digest = members_digest(seeds64, lr32, mu32, wd32) if (checkpoint or resume) else ""
+    start, t_start = 0, 0
+    if resume is not None:
+        meta, saved = load_checkpoint(resume, settings=settings, digest=digest)
+        for k, v in saved.items():
+            out[k] = v
+        start, t_start = meta["block_start"], meta["step"]
+        member_block = max(1, meta["block_stop"] - meta["block_start"])
 
-    if pad:
-        w, b, div = w[:m], b[:m], div[:m]
-        if hist_w is not None:
-            hist_w, hist_b = hist_w[:, :m], hist_b[:, :m]
-    w, b, div = w.cpu(), b.cpu(), div.cpu()
+    stepper = make_stepper(backend)
+    bar = Progress(progress, steps * -(-m // member_block), m)
+    last_save = [time.monotonic()]
+
+    def save(b0: int, b1: int, t: int, state: Optional[State], hist) -> None:
+        if state is not None:
+            _store_block(out, b0, b1, state, hist)
+        save_checkpoint(checkpoint, settings=settings, digest=digest, block_start=b0, block_stop=b1,
+                        step=t, arrays=out)
+        last_save[0] = time.monotonic()
+
+    try:
+        for b0 in range(start, m, member_block):
+            b1 = min(m, b0 + member_block)
+            # torch.compile specializes on a block of one member: give it a second.
+            pad = 1 if backend == "compile" and b1 - b0 == 1 else 0
+            hp = block_members((seeds64, lr32, mu32, wd32, opts.momentum, opts.weight_decay), b0, b1, dev, pad)
+            hist = None
+            if log_every:
+                hist = (_take(out["history_weight"], b0, b1, dev, pad, dim=1),
+                        _take(out["history_bias"], b0, b1, dev, pad, dim=1))
+            if b0 == start and t_start:
+                state = State(*(None if out[k] is None else _take(out[k], b0, b1, dev, pad)
+                                for k in ("weight", "bias", "buf_weight", "buf_bias", "diverged_at")))
+                t = t_start
+                bar.update(t, b1 - b0)
+            else:
+                state, t = fresh_state(stepper, hp, opts), 0
+
+            def on_chunk(t_now, state_now, n, b0=b0, b1=b1, hist=hist):
+                bar.update(n, b1 - b0)
+                if checkpoint is not None and t_now < steps and time.monotonic() - last_save[0] >= checkpoint_every:
+                    save(b0, b1, t_now, state_now, hist)
+
+            state = run_block(stepper, state, t, steps, hp, prob, opts, log_every, hist, on_chunk)
+            _store_block(out, b0, b1, state, hist)
+            if checkpoint is not None and b1 < m and time.monotonic() - last_save[0] >= checkpoint_every:
+                save(b1, min(m, b1 + member_block), 0, None, None)
+    finally:
+        bar.close()
+    if checkpoint is not None:
+        save(m, m, steps, None, None)
+
+    w, b, div = out["weight"], out["bias"], out["diverged_at"]
+    hist_steps = torch.arange(0, steps if log_every else 0, log_every or 1, dtype=torch.int64)
     diverged = div >= 0
     nan = torch.tensor(float("nan"))
     w, b = torch.where(diverged, nan, w), torch.where(diverged, nan, b)
+    hist_w, hist_b = out["history_weight"], out["history_bias"]
     if hist_w is not None:
         # A member's logged values from its divergence on are NaN (SPEC §4), whatever
-        # non-finite value the arithmetic left there.
+        # non-finite (or, in the compiled backend, parked) value the arithmetic left.
         gone = diverged & (div <= hist_steps[:, None])
-        hist_w = torch.where(gone, nan, hist_w.cpu())
-        hist_b = torch.where(gone, nan, hist_b.cpu())
+        hist_w, hist_b = torch.where(gone, nan, hist_w), torch.where(gone, nan, hist_b)
     return TrainResult(
         seeds=seeds64.numpy().view(np.uint64).copy(), lrs=lr32, momentum=mu32, weight_decay=wd32,
         weight=w, bias=b, diverged_at=div, settings=settings, history_steps=hist_steps,
@@ -198,72 +256,55 @@ def train(
     )
 
 
-def _run(backend, hp: Members, prob: Problem, opts: StepOptions, steps: int, log_every, dev, progress):
-    """Run all steps on one backend; returns (w, b, diverged_at, hist_steps, hist_w, hist_b)."""
-    m = hp.s_lo.numel()
-    hist_steps = torch.arange(0, steps, log_every, dtype=torch.int64) if log_every else torch.zeros(0, dtype=torch.int64)
-    hist_w = hist_b = None
-    if log_every:
-        hist_w = torch.empty(len(hist_steps), m, dtype=torch.float32, device=dev)
-        hist_b = torch.empty_like(hist_w)
+def _take(x: torch.Tensor, b0: int, b1: int, dev, pad: int, dim: int = 0) -> torch.Tensor:
+    """Members [b0, b1) of a CPU array on ``dev``, as a copy (plus ``pad`` copies of the first)."""
+    x = x.narrow(dim, b0, b1 - b0)
+    if pad:
+        x = torch.cat([x, x.narrow(dim, 0, 1).expand(*([-1] * dim), pad)], dim=dim)
+    return x.to(dev, copy=True)
 
-    bar = _progress_bar(progress, steps, m)
+
+def _store_block(out: dict, b0: int, b1: int, state: State, hist) -> None:
+    n = b1 - b0
+    for key, x in zip(("weight", "bias", "buf_weight", "buf_bias", "diverged_at"), state):
+        if x is not None and out[key] is not None:
+            out[key][b0:b1] = x[:n].cpu()
+    if hist is not None:
+        out["history_weight"][:, b0:b1] = hist[0][:, :n].cpu()
+        out["history_bias"][:, b0:b1] = hist[1][:, :n].cpu()
+
+
+#: Bytes of device memory one member of a block needs while it trains (state, the
+#: spare state of the compiled backend, per-member constants and the temporaries of
+#: the eager Philox), rounded up.
+_BLOCK_BYTES_PER_MEMBER = 256
+#: Bytes of host memory per member for the inputs and results (seed, lr, momentum,
+#: weight decay, weight, bias, diverged_at, momentum buffers).
+_HOST_BYTES_PER_MEMBER = 56
+
+
+def _available_bytes(dev: torch.device) -> int:
+    if dev.type == "cuda":
+        return torch.cuda.mem_get_info(dev)[0]
     try:
-        if backend == "triton":
-            from fastneuron.kernels.triton_sgd import train_triton
-
-            w, b, div = train_triton(hp, prob, opts, steps, log_every=log_every, hist_w=hist_w,
-                                     hist_b=hist_b, on_progress=bar.update)
-            return w, b, div, hist_steps, hist_w, hist_b
-
-        if backend == "compile":
-            from fastneuron.kernels.compiled import CHUNK_STEPS, CompiledRunner, compiled_init
-
-            chunk, init = CompiledRunner(), compiled_init
-        else:
-            CHUNK_STEPS, chunk, init = EAGER_CHUNK_STEPS, run_steps, init_params
-
-        w0, b0 = init(hp.s_lo, hp.s_hi)
-        buf = torch.zeros_like(w0) if opts.momentum else None
-        state = State(w0, b0, buf, None if buf is None else buf.clone(),
-                      torch.full((m,), -1, dtype=torch.int64, device=dev))
-        t = 0
-        while t < steps:
-            n = min(CHUNK_STEPS, steps - t)
-            t0 = torch.tensor(t, dtype=torch.int64, device=dev)
-            state, rec = chunk(state, t0, hp, prob, nsteps=n, opts=opts, record=log_every is not None)
-            if rec is not None:
-                _keep_logged(rec, t, n, log_every, hist_w, hist_b)
-            t += n
-            bar.update(n)
-        return state.weight, state.bias, state.diverged_at, hist_steps, hist_w, hist_b
-    finally:
-        bar.close()
-
-
-def _keep_logged(rec, t: int, n: int, log_every: int, hist_w, hist_b) -> None:
-    """Copy the rows of steps t .. t+n-1 that are logged (t % log_every == 0) into the history."""
-    first = -(-t // log_every) * log_every
-    for step in range(first, t + n, log_every):
-        hist_w[step // log_every] = rec[0][step - t]
-        hist_b[step // log_every] = rec[1][step - t]
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
         pass
-
-    def close(self) -> None:
-        pass
+    return 8 << 30  # unknown: assume a small machine
 
 
-def _progress_bar(progress: Optional[bool], steps: int, m: int):
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    # delay=2: runs shorter than about two seconds show no bar at all.
-    return tqdm(total=steps, unit="step", delay=2.0, file=sys.stderr, dynamic_ncols=True,
-                postfix=f"{m} members", unit_scale=False)
+def _member_block(m: int, n_logged: int, dev: torch.device, member_block: Optional[int]) -> int:
+    """How many members to train at once; ValueError when the run cannot fit at all."""
+    host_need = m * (_HOST_BYTES_PER_MEMBER + 8 * n_logged)
+    host_free = _available_bytes(torch.device("cpu"))
+    if host_need > host_free:
+        raise ValueError(f"seeds: {m} members with {n_logged} logged steps need about "
+                         f"{host_need / 2**30:.1f} GiB of memory for inputs and results, and "
+                         f"{host_free / 2**30:.1f} GiB is available; use fewer members or a larger log_every")
+    if member_block is None:
+        free = _available_bytes(dev) // 4
+        member_block = max(1, free // (_BLOCK_BYTES_PER_MEMBER + 8 * n_logged))
+    return min(m, member_block)

@@ -92,15 +92,20 @@ def _pick(tree, idx):
     return type(tree)(*(None if x is None else x[idx] for x in tree))
 
 
-class CompiledRunner:
+class CompiledStepper:
     """Runs chunks for one training run, alternating between two sets of state buffers.
 
     Each compiled chunk reads one set and writes the other, so the chunk's starting
     state is still there when members that diverged in it must be replayed.
     """
 
+    chunk_steps = CHUNK_STEPS
+
     def __init__(self) -> None:
         self._spare: State | None = None
+
+    def init(self, hp: Members):
+        return compiled_init(hp.s_lo, hp.s_hi)
 
     def __call__(self, state: State, t0: torch.Tensor, hp: Members, prob: Problem, *, nsteps: int,
                  opts: StepOptions, record: bool):
