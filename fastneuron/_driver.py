@@ -75,10 +75,11 @@ def block_members(hp_cpu, start: int, stop: int, dev, pad: int) -> Members:
     seeds64, lr32, mu32, wd32, has_mu, has_wd = hp_cpu
 
     def take(x):
+        # Always a copy: a view here would make torch.compile guard on its base.
         x = x[start:stop]
         if pad:
             x = torch.cat([x, x[:1].expand(pad)])
-        return x.to(dev)
+        return x.to(dev, copy=True)
 
     s_lo, s_hi = split_seeds(take(seeds64))
     return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=-take(lr32),

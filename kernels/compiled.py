@@ -29,6 +29,11 @@ from fastneuron.rng import init_params
 #: Steps per compiled chunk (see the module docstring for the measurement).
 CHUNK_STEPS = 8
 
+#: Each option set (batch size, momentum, weight decay, nesterov, history, device) is
+#: one more specialization of the same traced function; dynamo's default limit of 8
+#: per function would refuse the ninth set. Applied only around fastneuron's calls.
+_DYNAMO_CONFIG = {"recompile_limit": 256}
+
 
 def _chunk_fn(state: State, out: State, t0: torch.Tensor, hp: Members, prob: Problem, *,
               opts: StepOptions, record: bool):
@@ -77,7 +82,8 @@ def compiled_init(s_lo: torch.Tensor, s_hi: torch.Tensor):
     """:func:`fastneuron.rng.init_params`, compiled: eager Philox over 2**20 members
     took 57 ms, 7% of a 3000-step run."""
     mark_members_dynamic((s_lo, s_hi))
-    return _compiled_init(s_lo.device.type)(s_lo, s_hi)
+    with torch._dynamo.config.patch(_DYNAMO_CONFIG):
+        return _compiled_init(s_lo.device.type)(s_lo, s_hi)
 
 
 def mark_members_dynamic(*trees) -> None:
@@ -123,7 +129,8 @@ class CompiledStepper:
             out = State(*(None if x is None else torch.empty_like(x) for x in state[:4]), None)
         out = out._replace(diverged_at=state.diverged_at)
         mark_members_dynamic(state, out, hp)
-        history, probe = compiled_chunk(opts, record, t0.device.type)(state, out, t0, hp, prob)
+        with torch._dynamo.config.patch(_DYNAMO_CONFIG):
+            history, probe = compiled_chunk(opts, record, t0.device.type)(state, out, t0, hp, prob)
         self._spare = state
         if torch.isnan(probe):
             idx = (~(torch.isfinite(out.weight) & torch.isfinite(out.bias))).nonzero().squeeze(1)

@@ -1,0 +1,109 @@
+"""backend="compile" equals the eager reference bit for bit (SPEC: every backend)."""
+
+import json
+import pathlib
+
+import pytest
+import torch
+from compare import assert_same_results
+from conftest import DEVICES
+
+import fastneuron as fn
+
+SPEC_VECTORS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec-vectors.json"
+U64_MAX = 2**64 - 1
+
+
+def seeds_for(m: int):
+    """m seeds that include both ends of the range and values across 2**32."""
+    base = [0, U64_MAX, 2**32, 2**32 - 1, 2**63, 7]
+    return (base + [(i * 0x9E3779B97F4A7C15) % 2**64 for i in range(m)])[:m]
+
+
+def lrs_for(m: int):
+    """Mostly stable rates, with some that diverge (0.5 and 0.3 blow up on x in [1, 5))."""
+    return [(0.5, 0.01, 0.003, 0.3, 0.02)[i % 5] for i in range(m)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("m,steps", [(1, 201), (7, 0), (7, 1), (7, 3), (7, 4), (1000, 201), (4099, 37)])
+def test_compile_equals_eager(m, steps, device):
+    seeds, lrs = seeds_for(m), lrs_for(m)
+    ref = fn.train(seeds, lrs, steps, backend="eager", device=device)
+    got = fn.train(seeds, lrs, steps, backend="compile", device=device)
+    assert_same_results(ref, got)
+    if m >= 5 and steps >= 60:
+        assert (got.diverged_at >= 0).any(), "the test should include diverging members"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("m,steps", [(1, 3), (13, 201)])
+def test_compile_equals_eager_batch3_history(m, steps, device):
+    seeds, lrs = seeds_for(m), lrs_for(m)
+    kw = dict(batch_size=3, log_every=7)
+    ref = fn.train(seeds, lrs, steps, backend="eager", device=device, **kw)
+    got = fn.train(seeds, lrs, steps, backend="compile", device=device, **kw)
+    assert_same_results(ref, got)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compile_equals_eager_sgd_options(device):
+    m = 11
+    kw = dict(momentum=[0.9, 0.0, 0.5] * 3 + [0.9, 0.1], weight_decay=[0.0, 0.01, 0.1] * 3 + [0.0, 0.5],
+              dampening=0.1, a=-3.0, c=0.5, lo=-2.0, hi=2.0, log_every=50)
+    ref = fn.train(seeds_for(m), lrs_for(m), 203, backend="eager", device=device, **kw)
+    got = fn.train(seeds_for(m), lrs_for(m), 203, backend="compile", device=device, **kw)
+    assert_same_results(ref, got)
+
+
+def _spec_cases():
+    return json.loads(SPEC_VECTORS.read_text())["train"]
+
+
+@pytest.mark.parametrize("case", _spec_cases(), ids=lambda c: f"{len(c['seeds'])}x{c['steps']}")
+def test_compile_matches_spec_vectors(case):
+    kw = {k: case[k] for k in ("momentum", "weight_decay", "dampening", "nesterov", "a", "c", "lo", "hi")
+          if k in case}
+    r = fn.train([int(s) for s in case["seeds"]], case["lrs"], case["steps"], batch_size=case.get("batch", 1),
+                 backend="compile", **kw)
+    bits = lambda t: [f"{v & 0xFFFFFFFF:08x}" for v in t.view(torch.int32).tolist()]  # noqa: E731
+    assert bits(r.weight) == case["weight_bits"]
+    assert bits(r.bias) == case["bias_bits"]
+    assert r.diverged_at.tolist() == case["diverged_at"]
+
+
+def test_members_are_independent():
+    """Members trained alone equal the same members inside a larger, shuffled run."""
+    m = 300
+    seeds, lrs = seeds_for(m), lrs_for(m)
+    perm = torch.randperm(m, generator=torch.Generator().manual_seed(0)).tolist()
+    whole = fn.train([seeds[i] for i in perm], [lrs[i] for i in perm], 61, backend="compile", log_every=20)
+    for pos in (0, 17, 299):
+        i = perm[pos]
+        alone = fn.train([seeds[i]], [lrs[i]], 61, backend="compile", log_every=20)
+        assert torch.equal(alone.weight.view(torch.int32), whole.weight[pos:pos + 1].view(torch.int32))
+        assert torch.equal(alone.bias.view(torch.int32), whole.bias[pos:pos + 1].view(torch.int32))
+        assert torch.equal(alone.diverged_at, whole.diverged_at[pos:pos + 1])
+        assert torch.equal(alone.history_weight.view(torch.int32),
+                           whole.history_weight[:, pos:pos + 1].view(torch.int32))
+
+
+def test_member_blocks_do_not_change_results():
+    m = 50
+    ref = fn.train(seeds_for(m), lrs_for(m), 45, backend="compile", log_every=4)
+    for block in (1, 7, 49):
+        assert_same_results(ref, fn.train(seeds_for(m), lrs_for(m), 45, backend="compile", log_every=4,
+                                          member_block=block))
+
+
+def test_one_compilation_serves_every_m_and_t():
+    """After the first run of an option set, other M, T, seeds and settings recompile nothing."""
+    from torch._dynamo.utils import counters
+
+    kw = dict(weight_decay=0.01)  # an option set no other test compiles
+    fn.train(range(37), 0.01, 50, backend="compile", **kw)
+    graphs = counters["stats"]["unique_graphs"]
+    fn.train(range(1001), 0.02, 203, backend="compile", **kw)
+    fn.train([5], 0.003, 16, backend="compile", **kw)
+    fn.train(range(4099), [0.5, 0.01] * 2049 + [0.1], 24, backend="compile", a=-1.0, c=3.0, lo=-2.0, hi=0.5, **kw)
+    assert counters["stats"]["unique_graphs"] == graphs, "a later run recompiled"
