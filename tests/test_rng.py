@@ -21,7 +21,8 @@ EDGE_SEEDS = [0, 1, 2**32 - 1, 2**32, 2**63 - 1, 2**63, U64_MAX]
 EDGE_Q = [0, 1, 3, 2**31, 2**32 - 1, 2**32, 2**32 + 5, 2**33 + 7, 2**40 + 3, 2**62, 2**63 + 1, U64_MAX]
 
 _VEC = next((p for p in (Path("/work/shared/spec-vectors.json"),
-                         Path(__file__).resolve().parent.parent / "shared" / "spec-vectors.json")
+                         Path(__file__).resolve().parent.parent / "shared" / "spec-vectors.json",
+                         Path(__file__).resolve().parent / "spec-vectors.json")
              if p.exists()), None)
 VECTORS = json.loads(_VEC.read_text()) if _VEC else {"philox4x32_10": [], "uniform": []}
 
