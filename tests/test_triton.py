@@ -1,0 +1,350 @@
+"""backend="triton" equals the eager reference bit for bit (SPEC: every backend).
+
+Without CUDA the kernel runs under the Triton interpreter (``TRITON_INTERPRET=1``, set
+by conftest.py before import) on CPU tensors: those tests carry the ``interpreter``
+mark and keep sizes small. :class:`TestCuda` runs the same comparisons on a GPU.
+"""
+
+import json
+import os
+import pathlib
+import random
+
+import pytest
+import torch
+from conftest import DEVICES, requires_cuda, requires_triton
+
+import fastneuron as fn
+from fastneuron.reference import Members, Problem, State, StepOptions, run_steps
+from fastneuron.rng import init_params, split_seeds
+
+SPEC_VECTORS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec-vectors.json"
+U64_MAX = 2**64 - 1
+
+requires_interpreter = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1", reason="runs the kernel on CPU under TRITON_INTERPRET=1")
+assert "cpu" in DEVICES
+
+
+def interpreter_test(f):
+    """Marks of a test that runs the kernel under the interpreter on CPU tensors."""
+    return pytest.mark.interpreter(requires_triton(requires_interpreter(f)))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    return x.view(torch.int32) if x.dtype == torch.float32 else x
+
+
+def assert_bits_equal(name: str, expected: torch.Tensor, actual: torch.Tensor) -> None:
+    """Equal bit patterns (NaN equals the same NaN); else say how many members differ and by how much."""
+    expected, actual = expected.cpu(), actual.cpu()
+    assert expected.shape == actual.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    if torch.equal(_bits(expected), _bits(actual)):
+        return
+    differ = _bits(expected) != _bits(actual)
+    members = differ.any(dim=0) if differ.dim() > 1 else differ
+    diff = (expected.double() - actual.double()).abs()[differ]
+    finite = diff[torch.isfinite(diff)]
+    worst = f"{finite.max().item():.3g}" if finite.numel() else "n/a (non-finite)"
+    first = tuple(differ.nonzero()[0].tolist())
+    raise AssertionError(f"{name}: {int(members.sum())} of {members.numel()} members differ (max abs "
+                         f"difference {worst}; first at {first}: expected {expected[first].item()!r}, "
+                         f"got {actual[first].item()!r})")
+
+
+def assert_same_results(expected, actual) -> None:
+    assert_bits_equal("weight", expected.weight, actual.weight)
+    assert_bits_equal("bias", expected.bias, actual.bias)
+    assert_bits_equal("diverged_at", expected.diverged_at, actual.diverged_at)
+    assert (expected.history_weight is None) == (actual.history_weight is None), "one run has a history"
+    if expected.history_weight is not None:
+        assert_bits_equal("history_steps", expected.history_steps, actual.history_steps)
+        assert_bits_equal("history_weight", expected.history_weight, actual.history_weight)
+        assert_bits_equal("history_bias", expected.history_bias, actual.history_bias)
+
+
+def seeds_for(m: int):
+    """m seeds that include both ends of the range and values across 2**32."""
+    base = [0, U64_MAX, 2**32, 2**32 - 1, 2**63, 42, 7]
+    return (base + [(i * 0x9E3779B97F4A7C15) % 2**64 for i in range(m)])[:m]
+
+
+def lrs_for(m: int):
+    """Mostly stable rates, with some that diverge (0.5 and 0.3 blow up on x in [1, 5))."""
+    return [(0.5, 0.01, 0.003, 0.3, 0.02)[i % 5] for i in range(m)]
+
+
+def check_triton(device: str, *args, **kwargs):
+    """train() on backend triton (on ``device``) equals eager on the CPU, bit for bit."""
+    kwargs.setdefault("progress", False)
+    ref = fn.train(*args, backend="eager", device="cpu", **kwargs)
+    got = fn.train(*args, backend="triton", device=device, **kwargs)
+    assert_same_results(ref, got)
+    return got
+
+
+#: (members, steps, log_every): sizes and step counts, including chunk-edge counts.
+SIZES = [(1, 201, None), (7, 0, 1), (7, 1, 1), (7, 3, 2), (7, 4, 3), (7, 201, 10),
+         (1000, 12, 5), (4099, 9, 4)]
+
+#: Run-wide settings and per-member options beyond seeds and lrs (7 members, 33 steps).
+OPTIONS = {
+    "batch3": dict(batch_size=3),
+    "batch2": dict(batch_size=2),
+    "batch4": dict(batch_size=4),
+    "batch5_logged": dict(batch_size=5, log_every=4),
+    "momentum": dict(momentum=0.9),
+    "momentum_mixed_zero": dict(momentum=[0.0, 0.9, 0.5, 0.0, 0.99, 0.1, 0.0]),
+    "weight_decay_mixed_zero": dict(weight_decay=[0.0, 0.01, 0.0, 0.5, 1e-4, 0.0, 2.0]),
+    "dampening": dict(momentum=[0.9, 0.0, 0.5, 0.3, 0.0, 0.7, 0.2], dampening=0.3),
+    "nesterov": dict(momentum=[0.9, 0.5, 0.1, 0.95, 0.3, 0.7, 0.2], nesterov=True, dampening=0.1),
+    "everything_batch3": dict(momentum=[0.9, 0.0, 0.5, 0.3, 0.0, 0.7, 0.2],
+                              weight_decay=[0.0, 0.01, 0.1, 0.0, 1.0, 0.0, 0.3],
+                              dampening=0.25, batch_size=3, log_every=7),
+    "nesterov_wd_batch6": dict(momentum=0.8, nesterov=True, weight_decay=0.05, batch_size=6, log_every=1),
+    "problem": dict(a=-3.0, c=0.5, lo=-2.0, hi=2.0, log_every=3),
+    "problem_odd_range": dict(a=0.1, c=-7.25, lo=0.3, hi=0.30001, log_every=11),
+    "log_every_past_end": dict(log_every=1000),
+}
+
+
+# ------------------------------------------------------------------- interpreter tests
+
+@pytest.mark.parametrize("m,steps,log_every", SIZES)
+@interpreter_test
+def test_sizes_equal_eager(m, steps, log_every):
+    got = check_triton("cpu", seeds_for(m), lrs_for(m), steps, log_every=log_every)
+    if m >= 5 and steps >= 60:
+        assert (got.diverged_at >= 0).any(), "the test should include diverging members"
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+@interpreter_test
+def test_options_equal_eager(name):
+    check_triton("cpu", seeds_for(7), [0.01, 0.003, 0.02, 0.001, 0.005, 0.03, 0.2], 33, **OPTIONS[name])
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+@interpreter_test
+def test_divergence(batch_size):
+    """lr 0.5 diverges (at step 44 for seed 42, batch 1); diverged_at, NaN results and the
+    history from that step on all match the reference."""
+    got = check_triton("cpu", [42, 42, 42, 2**64 - 1], [0.001, 0.03, 0.5, 5.0], 120, log_every=4,
+                       batch_size=batch_size)
+    assert (got.diverged_at[2:] >= 0).all()
+    if batch_size == 1:
+        assert got.diverged_at.tolist()[:3] == [-1, -1, 44]
+
+
+def _spec_cases():
+    if not SPEC_VECTORS.exists():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{SPEC_VECTORS} not found"))]
+    cases = json.loads(SPEC_VECTORS.read_text())["train"]
+    return [pytest.param(c, id=f"train{i}-T{c['steps']}") for i, c in enumerate(cases)]
+
+
+def _train_spec_case(case, device):
+    kwargs = dict(batch_size=case.get("batch", 1), momentum=case.get("momentum", 0.0),
+                  weight_decay=case.get("weight_decay", 0.0), dampening=case.get("dampening", 0.0),
+                  nesterov=case.get("nesterov", False), a=case.get("a", 2.0), c=case.get("c", 1.0),
+                  lo=case.get("lo", 1.0), hi=case.get("hi", 5.0))
+    got = fn.train([int(s) for s in case["seeds"]], case["lrs"], case["steps"], backend="triton",
+                   device=device, progress=False, **kwargs)
+    as_bits = lambda hexes: torch.tensor([int(h, 16) for h in hexes], dtype=torch.int64).to(torch.int32)  # noqa: E731
+    assert_bits_equal("weight bits", as_bits(case["weight_bits"]), got.weight.view(torch.int32))
+    assert_bits_equal("bias bits", as_bits(case["bias_bits"]), got.bias.view(torch.int32))
+    assert got.diverged_at.tolist() == case["diverged_at"]
+
+
+@pytest.mark.parametrize("case", _spec_cases())
+@interpreter_test
+def test_spec_vectors(case):
+    """The known answers of spec-vectors.json (float32 bits of whole runs)."""
+    _train_spec_case(case, "cpu")
+
+
+@interpreter_test
+def test_members_are_independent():
+    """A member's trajectory does not depend on M or on its position in the run."""
+    seeds, lrs = seeds_for(40), lrs_for(40)
+    perm = list(range(40))
+    random.Random(3).shuffle(perm)
+    kw = dict(backend="triton", device="cpu", progress=False, log_every=5, momentum=0.5, batch_size=3)
+    big = fn.train([seeds[i] for i in perm], [lrs[i] for i in perm], 30, **kw)
+    for i in (0, 1, 4, 39):
+        alone = fn.train([seeds[i]], [lrs[i]], 30, **kw)
+        j = perm.index(i)
+        assert_bits_equal(f"member {i} weight", alone.weight, big.weight[j:j + 1])
+        assert_bits_equal(f"member {i} bias", alone.bias, big.bias[j:j + 1])
+        assert_bits_equal(f"member {i} diverged_at", alone.diverged_at, big.diverged_at[j:j + 1])
+        assert_bits_equal(f"member {i} history", alone.history_weight, big.history_weight[:, j:j + 1])
+
+
+@interpreter_test
+def test_member_blocks_and_small_chunks(monkeypatch):
+    """Through the driver: member blocks, and chunks of 8 steps whose state and history
+    rows carry from launch to launch."""
+    from fastneuron.kernels import triton_sgd
+
+    monkeypatch.setattr(triton_sgd.TritonStepper, "chunk_steps", 8)
+    check_triton("cpu", seeds_for(7), lrs_for(7), 45, log_every=3, member_block=3,
+                 momentum=[0.0, 0.9, 0.5, 0.3, 0.0, 0.7, 0.2], batch_size=3)
+    check_triton("cpu", seeds_for(7), lrs_for(7), 61, log_every=7, weight_decay=0.1)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+@interpreter_test
+def test_sample_loop_path(monkeypatch, batch_size):
+    """The kernel's loop over samples (used for long batches and leftover steps), forced for every step."""
+    from fastneuron.kernels import triton_sgd
+
+    monkeypatch.setattr(triton_sgd, "MAX_UNROLLED_SAMPLES", 0)
+    check_triton("cpu", seeds_for(7), lrs_for(7), 23, log_every=2, batch_size=batch_size, momentum=0.5,
+                 weight_decay=[0.0, 0.1, 0.0, 0.2, 0.0, 0.0, 0.3])
+
+
+def _problem(device, *, a=2.0, c=1.0, lo=1.0, hi=5.0, batch=1, dampening=0.0):
+    f32 = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
+    return Problem(a=f32(a), c=f32(c), lo=f32(lo), span=f32(hi - lo), batch=f32(batch),
+                   one_minus_dampening=f32(1.0 - dampening))
+
+
+def _members(seeds, lrs, device, momentum=None, weight_decay=None):
+    s_lo, s_hi = split_seeds(torch.tensor([s - 2**64 if s >= 2**63 else s for s in seeds], dtype=torch.int64))
+    f32 = lambda v: None if v is None else torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
+    return Members(s_lo=s_lo.to(device), s_hi=s_hi.to(device), neg_lr=-f32(lrs), momentum=f32(momentum),
+                   weight_decay=f32(weight_decay))
+
+
+def _check_train_triton(device):
+    """The launcher called directly, in chunks of 8 steps, against the reference."""
+    from fastneuron.kernels.triton_sgd import train_triton
+
+    seeds, lrs, steps, every = seeds_for(9), [5.0, 0.01, 0.003, 2.0, 0.02] + [0.01] * 4, 37, 3
+    opts = StepOptions(batch_size=3, momentum=True, weight_decay=True)
+    mus, wds = [0.9, 0.0, 0.5] * 3, [0.0, 0.1, 0.01] * 3
+    prob = _problem(device, batch=3)
+    hp = _members(seeds, lrs, device, mus, wds)
+    rows = len(range(0, steps, every))
+    hist_w = torch.full((rows, 9), -7.0, device=device)
+    hist_b = torch.full((rows, 9), -7.0, device=device)
+    done = []
+    w, b, div = train_triton(hp, prob, opts, steps, log_every=every, hist_w=hist_w, hist_b=hist_b,
+                             on_progress=done.append, chunk_steps=8)
+    assert done == [8, 8, 8, 8, 5]
+
+    hp_cpu, prob_cpu = _members(seeds, lrs, "cpu", mus, wds), _problem("cpu", batch=3)
+    w0, b0 = init_params(hp_cpu.s_lo, hp_cpu.s_hi)
+    state = State(w0, b0, torch.zeros(9), torch.zeros(9), torch.full((9,), -1, dtype=torch.int64))
+    state, (rec_w, rec_b) = run_steps(state, torch.tensor(0), hp_cpu, prob_cpu, nsteps=steps, opts=opts,
+                                      record=True)
+    assert_bits_equal("weight", state.weight, w)
+    assert_bits_equal("bias", state.bias, b)
+    assert_bits_equal("diverged_at", state.diverged_at, div)
+    assert_bits_equal("history_weight", rec_w[::every], hist_w)
+    assert_bits_equal("history_bias", rec_b[::every], hist_b)
+    assert (div >= 0).any() and (div < 0).any()
+
+
+def _check_late_steps(device):
+    """Steps far into the stream, where the Philox block index q = n // 4 passes 2**32."""
+    from fastneuron.kernels.triton_sgd import TritonStepper
+
+    for batch, t0 in ((1, 2**34 - 8), (3, 2**33 + 4), (1, 2**40)):
+        opts = StepOptions(batch_size=batch)
+        seeds, lrs = seeds_for(5), [0.01, 0.003, 0.02, 0.001, 0.005]
+        hp_cpu, prob_cpu = _members(seeds, lrs, "cpu"), _problem("cpu", batch=batch)
+        w0, b0 = init_params(hp_cpu.s_lo, hp_cpu.s_hi)
+        start = State(w0, b0, None, None, torch.full((5,), -1, dtype=torch.int64))
+        ref, _ = run_steps(start, torch.tensor(t0), hp_cpu, prob_cpu, nsteps=16, opts=opts)
+        got = TritonStepper()(State(*(None if x is None else x.to(device) for x in start)), torch.tensor(t0),
+                              _members(seeds, lrs, device), _problem(device, batch=batch), nsteps=16, opts=opts)
+        assert_bits_equal(f"weight (t0={t0}, B={batch})", ref.weight, got.weight)
+        assert_bits_equal(f"bias (t0={t0}, B={batch})", ref.bias, got.bias)
+
+
+@interpreter_test
+def test_train_triton_direct():
+    _check_train_triton("cpu")
+
+
+@interpreter_test
+def test_late_steps():
+    _check_late_steps("cpu")
+
+
+@interpreter_test
+def test_launcher_rejects_bad_inputs():
+    from fastneuron.kernels.triton_sgd import TritonStepper, train_triton
+
+    hp, prob, opts = _members([1, 2], [0.01, 0.01], "cpu"), _problem("cpu"), StepOptions()
+
+    def raises(match, *args, **kwargs):
+        with pytest.raises(ValueError, match=match):
+            train_triton(*args, **kwargs)
+
+    raises("hp.s_hi", hp._replace(s_hi=hp.s_hi.to(torch.int32)), prob, opts, 4)
+    raises("hp.neg_lr", hp._replace(neg_lr=hp.neg_lr[:1]), prob, opts, 4)
+    raises("hp.neg_lr", hp._replace(neg_lr=hp.neg_lr.double()), prob, opts, 4)
+    raises("hp.momentum", hp, prob, StepOptions(momentum=True), 4)
+    raises("prob.span", hp, prob._replace(span=torch.ones(1)), opts, 4)
+    raises("steps", hp, prob, opts, -1)
+    raises("chunk_steps", hp, prob, opts, 4, chunk_steps=6)
+    raises("log_every", hp, prob, opts, 4, hist_w=torch.zeros(4, 2), hist_b=torch.zeros(4, 2))
+    raises("hist_w", hp, prob, opts, 4, log_every=1, hist_w=torch.zeros(3, 2), hist_b=torch.zeros(4, 2))
+    raises("hist_b", hp, prob, opts, 4, log_every=1, hist_w=torch.zeros(4, 2), hist_b=None)
+    raises("batch_size", hp, prob, StepOptions(batch_size=0), 4)
+    state = State(torch.zeros(2), torch.zeros(2), None, None, torch.full((2,), -1))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        TritonStepper()(state, torch.tensor(2), hp, prob, nsteps=4, opts=opts)
+    with pytest.raises(ValueError, match="state.diverged_at"):
+        TritonStepper()(state._replace(diverged_at=torch.zeros(2)), 0, hp, prob, nsteps=4, opts=opts)
+
+
+# ---------------------------------------------------------------------------- on CUDA
+
+@requires_cuda
+@requires_triton
+@pytest.mark.cuda
+class TestCuda:
+    """The same comparisons with the compiled kernel on a GPU (against eager on the CPU)."""
+
+    @pytest.mark.parametrize("m,steps,log_every", SIZES + [(100_003, 301, 50)])
+    def test_sizes_equal_eager(self, m, steps, log_every):
+        check_triton("cuda", seeds_for(m), lrs_for(m), steps, log_every=log_every)
+
+    @pytest.mark.parametrize("name", list(OPTIONS))
+    def test_options_equal_eager(self, name):
+        check_triton("cuda", seeds_for(7), [0.01, 0.003, 0.02, 0.001, 0.005, 0.03, 0.2], 33, **OPTIONS[name])
+
+    @pytest.mark.parametrize("batch_size", [1, 3, 40])
+    def test_divergence(self, batch_size):
+        check_triton("cuda", [42, 42, 42, 2**64 - 1], [0.001, 0.03, 0.5, 5.0], 120, log_every=4,
+                     batch_size=batch_size)
+
+    @pytest.mark.parametrize("case", _spec_cases())
+    def test_spec_vectors(self, case):
+        _train_spec_case(case, "cuda")
+
+    def test_sample_loop_path(self, monkeypatch):
+        from fastneuron.kernels import triton_sgd
+
+        monkeypatch.setattr(triton_sgd, "MAX_UNROLLED_SAMPLES", 0)
+        check_triton("cuda", seeds_for(7), lrs_for(7), 23, log_every=2, batch_size=3, momentum=0.5)
+
+    def test_train_triton_direct(self):
+        _check_train_triton("cuda")
+
+    def test_late_steps(self):
+        _check_late_steps("cuda")
+
+    def test_tensors_on_different_devices(self):
+        from fastneuron.kernels.triton_sgd import train_triton
+
+        hp = _members([1, 2], [0.01, 0.01], "cuda")
+        with pytest.raises(ValueError, match="hp.neg_lr"):
+            train_triton(hp._replace(neg_lr=hp.neg_lr.cpu()), _problem("cuda"), StepOptions(), 4)
+        with pytest.raises(ValueError, match="prob.a"):
+            train_triton(hp, _problem("cpu"), StepOptions(), 4)
