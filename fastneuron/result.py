@@ -111,6 +111,14 @@ class TrainResult:
             net.fc.bias.fill_(float(self.bias[i]))
         return net
 
+    def summary(self, by=("lr",), tol: float = 1e-4):
+        """Per group of members (``by``: any of "lr", "momentum", "weight_decay", "seed"):
+        count, fraction diverged, median and p10/p90 of the final population risk, and
+        the median first logged step with risk below ``tol``. See :mod:`fastneuron.summary`."""
+        from .summary import summarize
+
+        return summarize(self, by=by, tol=tol)
+
     # -- files -----------------------------------------------------------------
     def save(self, path) -> None:
         """Write the result to ``path`` (``.npz``) atomically: a temporary file, then a rename."""
@@ -148,11 +156,19 @@ def atomic_write(path, write) -> None:
         raise
 
 
+def read_npz(path) -> dict:
+    """The arrays of an ``.npz`` archive, read without pickle (ValueError for a plain ``.npy``)."""
+    z = np.load(path, allow_pickle=False)
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError("an .npy array, not an .npz archive")
+    with z:
+        return {k: z[k] for k in z.files}
+
+
 def load(path) -> TrainResult:
     """Read a file written by :meth:`TrainResult.save`. No pickle is ever loaded."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+        data = read_npz(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"{path}: not a fastneuron result file ({exc})") from None
     try:
@@ -162,15 +178,27 @@ def load(path) -> TrainResult:
         ok = False
     if not ok:
         raise ValueError(f"{path}: not a fastneuron result file (no '{FORMAT}' header)")
-    if meta["format_version"] > FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {meta['format_version']} is newer than this "
+    version = meta.get("format_version")
+    if not isinstance(version, int) or not isinstance(meta.get("settings"), dict):
+        raise ValueError(f"{path}: broken '{FORMAT}' header (format_version {version!r}, "
+                         f"settings of type {type(meta.get('settings')).__name__})")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {version} is newer than this "
                          f"fastneuron reads ({FORMAT_VERSION})")
     missing = [k for k in _ARRAYS if k not in data and not k.startswith("history_w") and k != "history_bias"]
+    if ("history_weight" in data) != ("history_bias" in data):
+        missing.append("history_bias" if "history_weight" in data else "history_weight")
     for k, v in data.items():
         if k not in _ARRAYS or v.dtype != _ARRAYS[k]:
             raise ValueError(f"{path}: unexpected array {k!r} of {v.dtype}")
     if missing:
         raise ValueError(f"{path}: missing arrays {missing}")
+    m, n_logged = data["seeds"].shape[:1], data["history_steps"].shape[:1]
+    shapes = {k: (n_logged + m if k.startswith("history_w") or k == "history_bias" else
+                  n_logged if k == "history_steps" else m) for k in data}
+    for k, v in data.items():
+        if v.shape != shapes[k]:
+            raise ValueError(f"{path}: array {k!r} has shape {v.shape}, expected {shapes[k]}")
     t = {k: torch.from_numpy(v.copy()) for k, v in data.items() if k != "seeds"}
     return TrainResult(
         seeds=data["seeds"].copy(), lrs=t["lrs"], momentum=t["momentum"], weight_decay=t["weight_decay"],
