@@ -4,7 +4,9 @@
 is set here, before any test imports ``fastneuron.kernels.triton_sgd``.
 """
 
+import json
 import os
+import pathlib
 
 import torch
 
@@ -29,3 +31,9 @@ requires_triton = pytest.mark.skipif(not triton_available(), reason="requires tr
 
 #: Devices the equality tests run on: CPU always, CUDA when present.
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+#: The SPEC's known answers. A copy lives beside the tests so that they always run;
+#: test_spec_vectors_copy_is_current checks it against ../shared when that is there.
+SPEC_VECTORS_PATH = pathlib.Path(__file__).resolve().parent / "spec-vectors.json"
+SHARED_SPEC_VECTORS_PATH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec-vectors.json"
+SPEC_VECTORS = json.loads(SPEC_VECTORS_PATH.read_text())

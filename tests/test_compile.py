@@ -1,16 +1,12 @@
 """backend="compile" equals the eager reference bit for bit (SPEC: every backend)."""
 
-import json
-import pathlib
-
 import pytest
 import torch
 from compare import assert_same_results
-from conftest import DEVICES
+from conftest import DEVICES, SPEC_VECTORS
 
 import fastneuron as fn
 
-SPEC_VECTORS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec-vectors.json"
 U64_MAX = 2**64 - 1
 
 
@@ -57,7 +53,7 @@ def test_compile_equals_eager_sgd_options(device):
 
 
 def _spec_cases():
-    return json.loads(SPEC_VECTORS.read_text())["train"]
+    return SPEC_VECTORS["train"]
 
 
 @pytest.mark.parametrize("case", _spec_cases(), ids=lambda c: f"{len(c['seeds'])}x{c['steps']}")

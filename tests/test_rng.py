@@ -3,14 +3,12 @@ SPEC's init and data streams (SPEC §2)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import spec_numpy as S
 import torch
-from conftest import requires_triton
+from conftest import SPEC_VECTORS, requires_triton
 
 from fastneuron import rng
 
@@ -20,11 +18,7 @@ EDGE_SEEDS = [0, 1, 2**32 - 1, 2**32, 2**63 - 1, 2**63, U64_MAX]
 # counters q of the data stream: (q & MASK32, q >> 32) are (c0, c1), so c1 > 0 from 2**32 on
 EDGE_Q = [0, 1, 3, 2**31, 2**32 - 1, 2**32, 2**32 + 5, 2**33 + 7, 2**40 + 3, 2**62, 2**63 + 1, U64_MAX]
 
-_VEC = next((p for p in (Path("/work/shared/spec-vectors.json"),
-                         Path(__file__).resolve().parent.parent / "shared" / "spec-vectors.json",
-                         Path(__file__).resolve().parent / "spec-vectors.json")
-             if p.exists()), None)
-VECTORS = json.loads(_VEC.read_text()) if _VEC else {"philox4x32_10": [], "uniform": []}
+VECTORS = SPEC_VECTORS
 
 # SPEC §2's own Random123 answers, and words of spec-vectors.json
 KNOWN = [

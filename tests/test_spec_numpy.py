@@ -7,22 +7,17 @@ then fastneuron.train(backend="eager") is checked against it bit for bit.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+
 
 import numpy as np
 import pytest
 import spec_numpy as S
+from conftest import SHARED_SPEC_VECTORS_PATH, SPEC_VECTORS
 import torch
 
 import fastneuron
 
-VECTORS_PATHS = [Path("/work/shared/spec-vectors.json"),
-                 Path(__file__).resolve().parent.parent / "shared" / "spec-vectors.json",
-                 Path(__file__).resolve().parent / "spec-vectors.json"]
-VECTORS_PATH = next((p for p in VECTORS_PATHS if p.exists()), None)
-needs_vectors = pytest.mark.skipif(VECTORS_PATH is None, reason="spec-vectors.json not found")
-VECTORS = json.loads(VECTORS_PATH.read_text()) if VECTORS_PATH else {"philox4x32_10": [], "uniform": [],
-                                                                       "train": []}
+VECTORS = SPEC_VECTORS
 U64_MAX = 2**64 - 1
 
 
@@ -102,7 +97,6 @@ def _train_kwargs(case: dict) -> dict:
 # --- (a) the NumPy implementation reproduces spec-vectors.json -----------------------------
 
 
-@needs_vectors
 def test_vectors_are_present():
     assert len(VECTORS["philox4x32_10"]) >= 2
     assert len(VECTORS["uniform"]) >= 5
@@ -319,3 +313,9 @@ def test_steps_zero_is_init():
     assert_same_float32(res.weight, w0, "init weight")
     assert_same_float32(res.bias, b0, "init bias")
     assert ((w0 >= -1) & (w0 < 1) & (b0 >= -1) & (b0 < 1)).all()
+
+
+@pytest.mark.skipif(not SHARED_SPEC_VECTORS_PATH.exists(), reason="requires ../shared beside the checkout")
+def test_spec_vectors_copy_is_current():
+    """tests/spec-vectors.json is the shared contract's file, unchanged."""
+    assert json.loads(SHARED_SPEC_VECTORS_PATH.read_text()) == SPEC_VECTORS

@@ -5,20 +5,17 @@ by conftest.py before import) on CPU tensors: those tests carry the ``interprete
 mark and keep sizes small. :class:`TestCuda` runs the same comparisons on a GPU.
 """
 
-import json
 import os
-import pathlib
 import random
 
 import pytest
 import torch
-from conftest import DEVICES, requires_cuda, requires_triton
+from conftest import DEVICES, SPEC_VECTORS, requires_cuda, requires_triton
 
 import fastneuron as fn
 from fastneuron.reference import Members, Problem, State, StepOptions, run_steps
 from fastneuron.rng import init_params, split_seeds
 
-SPEC_VECTORS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec-vectors.json"
 U64_MAX = 2**64 - 1
 
 requires_interpreter = pytest.mark.skipif(
@@ -139,9 +136,7 @@ def test_divergence(batch_size):
 
 
 def _spec_cases():
-    if not SPEC_VECTORS.exists():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{SPEC_VECTORS} not found"))]
-    cases = json.loads(SPEC_VECTORS.read_text())["train"]
+    cases = SPEC_VECTORS["train"]
     return [pytest.param(c, id=f"train{i}-T{c['steps']}") for i, c in enumerate(cases)]
 
 
