@@ -53,6 +53,10 @@ CHUNK_STEPS = 2048
 BLOCK_SIZE = 256
 NUM_WARPS = 4
 
+#: SPEC §3 forbids contracting w*x + b into an FMA, so this stays False; only
+#: bench/gpu_check.sh flips it, to measure what the exactness costs on a GPU.
+ENABLE_FP_FUSION = False
+
 #: Under the interpreter a program costs the same Python overhead per op whatever its
 #: size, so fewer, bigger programs run much faster.
 INTERPRET_BLOCK_SIZE = 1024
@@ -377,7 +381,7 @@ def _launch(hp: Members, probv: torch.Tensor, opts: StepOptions, state, t0: int,
             BLOCK=bs, BATCH=batch, GROUP=group, UNROLL=group * batch <= MAX_UNROLLED_SAMPLES,
             INIT=init, WEIGHT_DECAY=opts.weight_decay, MOMENTUM=opts.momentum,
             NESTEROV=opts.nesterov, HISTORY=hist is not None,
-            num_warps=NUM_WARPS, enable_fp_fusion=False,
+            num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION,
         )
 
 
