@@ -117,6 +117,7 @@ def train(
     checkpoint_every: float = 5.0,
     resume=None,
     member_block: Optional[int] = None,
+    distributed: bool = False,
 ) -> TrainResult:
     """Train one ``nn.Linear(1, 1)`` per member by per-sample SGD, as SPEC.md says.
 
@@ -134,6 +135,11 @@ def train(
     a file (same settings and members, else ValueError) and ends bit for bit where an
     uninterrupted run ends. Members are trained in blocks of ``member_block``
     (default: as many as a quarter of the free memory holds).
+
+    ``distributed=True`` (under torchrun, or with ``torch.distributed`` initialized)
+    shards the members across the processes, each on its own device; rank 0 returns
+    the whole result, bit for bit as one process, and the other ranks return None.
+    Checkpoints go to ``checkpoint + ".rank{r}"``. See :mod:`fastneuron.distributed`.
     """
     seeds64 = V.seeds_to_int64(seeds)
     m = seeds64.numel()
@@ -164,6 +170,14 @@ def train(
     if member_block is not None:
         member_block = V.check_int("member_block", member_block, 1)
     V.check_backend(backend)
+    if distributed:
+        from .distributed import train_distributed
+
+        return train_distributed(seeds64, lr32, mu32, wd32, steps, device=device, progress=progress,
+                                 checkpoint=checkpoint, resume=resume, batch_size=batch_size,
+                                 log_every=log_every, backend=backend, dampening=dampening,
+                                 nesterov=bool(nesterov), a=a, c=c, lo=lo, hi=hi,
+                                 checkpoint_every=checkpoint_every, member_block=member_block)
     dev = V.check_device(device)
     backend = resolve_backend(backend, dev)
     n_logged = len(range(0, steps, log_every)) if log_every else 0
