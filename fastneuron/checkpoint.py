@@ -23,7 +23,7 @@ import zipfile
 import numpy as np
 import torch
 
-from .result import atomic_write
+from .result import atomic_write, read_npz
 
 FORMAT = "fastneuron-checkpoint"
 #: Settings that must match for a resume; backend and device may change, since
@@ -54,8 +54,7 @@ def save_checkpoint(path, *, settings: dict, digest: str, block_start: int, bloc
 def load_checkpoint(path, *, settings: dict, digest: str) -> tuple[dict, dict]:
     """(meta, arrays) of a checkpoint that belongs to this run; ValueError otherwise."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+        data = read_npz(path)
         meta = json.loads(bytes(data.pop("meta")).decode())
     except FileNotFoundError:
         raise ValueError(f"resume: no checkpoint at {path}") from None
@@ -63,6 +62,9 @@ def load_checkpoint(path, *, settings: dict, digest: str) -> tuple[dict, dict]:
         raise ValueError(f"resume: {path} is not a fastneuron checkpoint ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"resume: {path} is not a fastneuron checkpoint")
+    if not isinstance(meta.get("settings"), dict) or not isinstance(meta.get("members_digest"), str) or not all(
+            isinstance(meta.get(k), int) for k in ("block_start", "block_stop", "step")):
+        raise ValueError(f"resume: {path} is a broken fastneuron checkpoint (its header lacks settings or position)")
     ours = {k: settings[k] for k in RUN_KEYS}
     if meta["settings"] != ours:
         diff = sorted(k for k in RUN_KEYS if meta["settings"].get(k) != ours[k])

@@ -1,0 +1,356 @@
+"""The command line: ``python -m fastneuron train ...`` (installed as ``fastneuron``).
+
+``train`` runs :func:`fastneuron.train` on the product of the given seeds, learning
+rates, momenta and weight decays, prints a short summary on stdout and can save the
+result (``--out``), checkpoint (``--checkpoint``) and resume (``--resume``). Every
+input the Python API refuses ends with one line on stderr, ``fastneuron: error: ...``,
+and exit status 2. ``bench`` is handed to ``fastneuron.bench.main`` when that module
+exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import math
+import os
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+
+PROG = "fastneuron"
+_U64 = 2**64
+
+TRAIN_DESCRIPTION = """\
+Train one nn.Linear(1, 1) neuron per member by per-sample SGD on the mean squared
+error against the line a*x + c, with x ~ U[lo, hi) (SPEC.md). The members are the
+product seeds x lrs x momentum x weight-decay (seeds vary slowest, as fastneuron.grid);
+every other option is shared by the run. A summary goes to stdout, the progress bar
+to stderr."""
+
+TRAIN_EPILOG = """\
+value syntax:
+  seeds            0:1000 (start:stop, stop excluded), 0:1000:10 (with a step),
+                   3,7,18446744073709551615 (a list), 0:10,100:110 (both); seeds lie
+                   in [0, 2**64)
+  lrs, momentum,   0.01 (one value), 0.01,0.1 (a list), 1e-4:1e-1:60log (60 values
+  weight-decay     spaced evenly in log, both ends included), 0:0.9:10lin (10 values
+                   spaced evenly, both ends included); items can be mixed with commas
+
+examples:
+  # the tutorial, once: seed 0, lr 0.01, 3000 steps
+  python -m fastneuron train --seeds 0 --lrs 0.01
+
+  # 1000 seeds x 60 learning rates, saved for fastneuron.load
+  python -m fastneuron train --seeds 0:1000 --lrs 1e-4:1e-1:60log --out sweep.npz
+
+  # a long run that survives being killed: checkpoint every 30 s, then resume
+  python -m fastneuron train --seeds 0:10000000 --lrs 0.01 --checkpoint run.ckpt \\
+      --checkpoint-every 30 --out run.npz
+  python -m fastneuron train --seeds 0:10000000 --lrs 0.01 --resume run.ckpt --out run.npz
+
+  # momentum and weight decay join the product; log (w, b) every 200 steps
+  python -m fastneuron train --seeds 0:100 --lrs 0.01 --momentum 0,0.9 \\
+      --weight-decay 0,1e-4 --log-every 200 --out mw.npz
+
+A resumed run must be given the same members and settings as the run that wrote the
+checkpoint (backend and device may differ); it keeps checkpointing to the same file
+unless --checkpoint names another. Bad input: exit status 2 and one line on stderr."""
+
+
+class CLIError(ValueError):
+    """A bad command line: reported as one ``fastneuron: error:`` line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are one line on stderr (no usage block)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+# -- value parsers -------------------------------------------------------------
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text.strip().replace("_", ""), 10)
+    except ValueError:
+        raise CLIError(f"{what}: {text.strip()!r} is not an integer") from None
+
+
+def parse_seeds(text: str) -> np.ndarray:
+    """``0:1000``, ``0:1000:10``, ``1,2,3`` or a mix, as a uint64 array (in order)."""
+    parts = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise CLIError(f"--seeds: empty item in {text!r}")
+        fields = item.split(":")
+        if len(fields) == 1:
+            v = _int(fields[0], "--seeds")
+            if not 0 <= v < _U64:
+                raise CLIError(f"--seeds: {v} is not in [0, 2**64)")
+            parts.append(np.array([v], dtype=np.uint64))
+            continue
+        if len(fields) > 3:
+            raise CLIError(f"--seeds: {item!r} is not start:stop or start:stop:step")
+        start, stop = _int(fields[0], "--seeds"), _int(fields[1], "--seeds")
+        step = _int(fields[2], "--seeds") if len(fields) == 3 else 1
+        if step < 1:
+            raise CLIError(f"--seeds: the step of {item!r} must be >= 1")
+        if start < 0 or stop > _U64:
+            raise CLIError(f"--seeds: range {item!r} leaves [0, 2**64)")
+        n = len(range(start, stop, step))
+        if n == 0:
+            raise CLIError(f"--seeds: range {item!r} is empty (stop is excluded)")
+        # uint64 arithmetic: exact, since every value lies in [0, 2**64).
+        parts.append(np.uint64(start) + np.arange(n, dtype=np.uint64) * np.uint64(step))
+    return np.concatenate(parts)
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise CLIError(f"{what}: {text.strip()!r} is not a number") from None
+
+
+def parse_floats(text: str, what: str) -> np.ndarray:
+    """``0.01``, ``0.01,0.1``, ``1e-4:1e-1:60log``, ``0:1:11lin`` or a mix, as float64."""
+    parts = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise CLIError(f"{what}: empty item in {text!r}")
+        fields = item.split(":")
+        if len(fields) == 1:
+            parts.append(np.array([_float(item, what)]))
+            continue
+        spec = fields[-1].strip().lower() if len(fields) == 3 else ""
+        kind = spec[-3:]
+        if len(fields) != 3 or kind not in ("log", "lin"):
+            raise CLIError(f"{what}: {item!r} is not a value, a:b:Nlog or a:b:Nlin")
+        a, b = _float(fields[0], what), _float(fields[1], what)
+        n = _int(spec[:-3], what) if spec[:-3] else -1
+        if n < 1:
+            raise CLIError(f"{what}: {item!r} needs a count N >= 1 before '{kind}'")
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise CLIError(f"{what}: the ends of {item!r} must be finite")
+        if kind == "log":
+            if a <= 0 or b <= 0:
+                raise CLIError(f"{what}: a log range needs ends > 0, got {item!r}")
+            parts.append(np.geomspace(a, b, n))  # both ends exactly a and b
+        else:
+            parts.append(np.linspace(a, b, n))
+    return np.concatenate(parts)
+
+
+def product(seeds: np.ndarray, *axes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The columns of ``fastneuron.grid(seeds, *axes)`` (first axis slowest), vectorized:
+    ``grid`` builds Python lists, too slow for a hundred million members."""
+    sizes = [len(seeds)] + [len(x) for x in axes]
+    total = math.prod(sizes)
+    cols = []
+    for i, x in enumerate((seeds, *axes)):
+        inner = math.prod(sizes[i + 1:])
+        cols.append(np.tile(np.repeat(x, inner), total // (inner * sizes[i])))
+    return tuple(cols)
+
+
+# -- the parser ----------------------------------------------------------------
+
+
+def _has_bench() -> bool:
+    """Whether ``fastneuron.bench`` exists (found, not imported: it may import a lot)."""
+    return importlib.util.find_spec("fastneuron.bench") is not None
+
+
+def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
+    from . import __version__
+    from ._validate import BACKENDS
+
+    top = _Parser(prog=PROG, description="fastneuron: train millions of nn.Linear(1, 1) neurons at once, "
+                  "bit for bit as the PyTorch reference.",
+                  epilog="Run 'fastneuron train --help' for the options of a run.")
+    top.add_argument("--version", action="version", version=f"fastneuron {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    tr = sub.add_parser("train", help="train a population of neurons", description=TRAIN_DESCRIPTION,
+                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if with_bench:
+        sub.add_parser("bench", help="benchmarks (fastneuron.bench; see 'fastneuron bench --help')",
+                       add_help=False)
+
+    g = tr.add_argument_group("members (their product is the population)")
+    g.add_argument("--seeds", required=True, metavar="SEEDS",
+                   help="seeds: 0:1000, 0:1000:10, 1,2,3 (see below)")
+    g.add_argument("--lrs", default="0.01", metavar="LRS",
+                   help="learning rates: 0.01, 0.01,0.1, 1e-4:1e-1:60log, 0.01:0.1:10lin (default: 0.01)")
+    g.add_argument("--momentum", default="0", metavar="MU", help="momentum value(s) in [0, 1) (default: 0)")
+    g.add_argument("--weight-decay", default="0", metavar="WD", help="weight decay value(s) >= 0 (default: 0)")
+
+    g = tr.add_argument_group("run-wide settings")
+    g.add_argument("--steps", type=int, default=3000, metavar="T", help="SGD steps per member (default: 3000)")
+    g.add_argument("--batch-size", type=int, default=1, metavar="B", help="samples per step (default: 1)")
+    g.add_argument("--dampening", type=float, default=0.0, metavar="TAU", help="SGD dampening in [0, 1) (default: 0)")
+    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs momentum > 0)")
+    g.add_argument("--a", type=float, default=2.0, help="target slope (default: 2)")
+    g.add_argument("--c", type=float, default=1.0, help="target intercept (default: 1)")
+    g.add_argument("--lo", type=float, default=1.0, help="x ~ U[lo, hi): lower end (default: 1)")
+    g.add_argument("--hi", type=float, default=5.0, help="x ~ U[lo, hi): upper end (default: 5)")
+    g.add_argument("--log-every", type=int, default=None, metavar="K",
+                   help="keep (w, b) of every member after steps 0, K, 2K, ...")
+
+    g = tr.add_argument_group("execution")
+    g.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="auto: triton on CUDA, compile on CPU (default: auto)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    g.add_argument("--member-block", type=int, default=None, metavar="N",
+                   help="train N members at a time (default: what a quarter of free memory holds)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar (the summary still prints)")
+
+    g = tr.add_argument_group("files")
+    g.add_argument("--out", metavar="PATH", help="save the result (.npz, read it with fastneuron.load)")
+    g.add_argument("--checkpoint", metavar="PATH", help="save the state to PATH as the run goes, atomically")
+    g.add_argument("--checkpoint-every", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between checkpoints (default: 5)")
+    g.add_argument("--resume", metavar="PATH", help="continue the run that wrote the checkpoint PATH")
+    return top
+
+
+def _check_writable(option: str, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CLIError(f"{option}: {path} is a directory")
+    if not os.path.isdir(directory):
+        raise CLIError(f"{option}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise CLIError(f"{option}: directory {directory} is not writable")
+
+
+# -- train ---------------------------------------------------------------------
+
+
+def _train(args) -> int:
+    import fastneuron
+
+    seeds = parse_seeds(args.seeds)
+    lrs = parse_floats(args.lrs, "--lrs")
+    mus = parse_floats(args.momentum, "--momentum")
+    wds = parse_floats(args.weight_decay, "--weight-decay")
+    shape = [len(seeds), len(lrs), len(mus), len(wds)]
+    seeds_m, lrs_m, mus_m, wds_m = product(seeds, lrs, mus, wds)
+    checkpoint = args.checkpoint if args.checkpoint is not None else args.resume
+    for option, path in (("--out", args.out), ("--checkpoint", checkpoint)):
+        if path is not None:
+            _check_writable(option, path)
+
+    done_before = _steps_done(args.resume, len(seeds_m), args.steps) if args.resume else 0
+    t0 = time.perf_counter()
+    # The checks cast to float32: an input like --c 1e40 is refused with one line,
+    # not preceded by numpy's overflow warning.
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = fastneuron.train(
+            seeds_m, lrs_m, args.steps, batch_size=args.batch_size, log_every=args.log_every,
+            backend=args.backend, device=args.device,
+            momentum=mus_m if len(mus) > 1 else float(mus[0]),
+            weight_decay=wds_m if len(wds) > 1 else float(wds[0]),
+            dampening=args.dampening, nesterov=args.nesterov, a=args.a, c=args.c, lo=args.lo, hi=args.hi,
+            progress=not args.quiet, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
+            resume=args.resume, member_block=args.member_block,
+        )
+    seconds = time.perf_counter() - t0
+    if args.out is not None:
+        result.save(args.out)
+    print(summary(result, shape, seconds, done_before=done_before if args.resume else None, out=args.out))
+    return 0
+
+
+def _steps_done(path: str, m: int, steps: int) -> int:
+    """Neuron-steps a checkpoint already holds (0 when it cannot be read: train says why)."""
+    import json
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+        b0, b1, t = (int(meta[k]) for k in ("block_start", "block_stop", "step"))
+    except Exception:  # any unreadable file: train() reports it properly
+        return 0
+    return min(m * steps, b0 * steps + (b1 - b0) * t)
+
+
+def summary(result, shape, seconds: float, *, done_before: Optional[int] = None, out: Optional[str] = None) -> str:
+    """The lines printed after a run (``done_before``: neuron-steps a resumed checkpoint held)."""
+    s = result.settings
+    m = len(result)
+    names = ("seeds", "lrs", "momenta", "weight decays")
+    factors = " x ".join(f"{n} {k}" for n, k in zip(shape, names) if n > 1 or k == "seeds")
+    diverged = int((result.diverged_at >= 0).sum())
+    ok = (result.diverged_at < 0).numpy()
+
+    def median(x) -> str:
+        return f"{float(np.median(x.numpy()[ok])):.9g}" if ok.any() else "n/a (every member diverged)"
+
+    resumed = done_before is not None
+    work = m * s["steps"] - (done_before or 0)
+    rate = work / seconds if seconds > 0 else float("inf")
+    lines = [
+        f"members        {m} ({factors})",
+        f"steps          {s['steps']} (batch size {s['batch_size']})",
+        f"backend        {s['backend']} on {s['device']}",
+        f"seconds        {seconds:.3f}" + (f" (resumed: {100.0 * (done_before or 0) / max(1, m * s['steps']):.3g}%"
+                                              " of the run was done before)" if resumed else ""),
+        f"neuron-steps/s {rate:.4g}" + (" (the steps of this process)" if resumed else ""),
+        f"diverged       {diverged} ({100.0 * diverged / m:.3g}%)",
+        f"median weight  {median(result.weight)}   (target a = {s['a']:g})",
+        f"median bias    {median(result.bias)}   (target c = {s['c']:g})",
+        f"median risk    {median(result.risk)}",
+    ]
+    if out is not None:
+        lines.append(f"saved          {out}")
+    return "\n".join(lines)
+
+
+def _run_bench(argv: list) -> int:
+    bench_main = importlib.import_module("fastneuron.bench").main
+    try:
+        takes_args = bool(inspect.signature(bench_main).parameters)
+    except (TypeError, ValueError):
+        takes_args = True
+    if takes_args:
+        rc = bench_main(argv)
+    else:
+        saved, sys.argv = sys.argv, [f"{PROG} bench", *argv]
+        try:
+            rc = bench_main()
+        finally:
+            sys.argv = saved
+    return int(rc or 0)
+
+
+def main(argv: Optional[list] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    has_bench = _has_bench()
+    if argv[:1] == ["bench"] and has_bench:
+        return _run_bench(argv[1:])
+    try:
+        args = build_parser(with_bench=has_bench).parse_args(argv)
+        if args.command == "train":
+            return _train(args)
+        raise CLIError(f"unknown command {args.command!r}")
+    except (ValueError, OSError) as exc:  # CLIError, and every refusal of the Python API
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
