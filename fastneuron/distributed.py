@@ -60,6 +60,7 @@ machine writes its ranks' ``.rank{r}`` files, so use a path each machine can wri
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import hashlib
 import itertools
@@ -134,9 +135,27 @@ def _init_group(device_type: str) -> bool:
                          "is not; start the run with torchrun")
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
-        torch.cuda.set_device(_local_rank(int(os.environ["RANK"])))
+        local, count = _local_rank(int(os.environ["RANK"])), torch.cuda.device_count()
+        if local >= count:
+            raise ValueError(f"distributed=True: LOCAL_RANK is {local}, but this machine has {count} CUDA "
+                             "device(s): start at most one process per GPU (torchrun --nproc-per-node)")
+        torch.cuda.set_device(local)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=_seconds(TIMEOUT_ENV, 600.0)))
+    atexit.register(_destroy_group)
     return True
+
+
+#: False once a distributed run failed: its group may hold a dead peer, and tearing it
+#: down (NCCL) could wait on it, so it is left to the end of the process.
+_group_healthy = True
+
+
+def _destroy_group() -> None:
+    """At exit: tear down the group this module set up, unless a run failed on it."""
+    import torch.distributed as dist
+
+    if _group_healthy and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _local_rank(rank: int) -> int:
@@ -148,9 +167,10 @@ def _local_rank(rank: int) -> int:
 
 
 def _digest(*arrays: torch.Tensor) -> str:
-    h = hashlib.sha256()
+    """A fingerprint of the members (all of them up to 2**20, an even sample beyond)."""
+    h = hashlib.sha256(str(arrays[0].numel()).encode())
     for x in arrays:
-        h.update(x.contiguous().numpy().tobytes())
+        h.update(x[::max(1, x.numel() >> 20)].contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -180,7 +200,9 @@ class _Watch:
                 return
 
     def stop(self) -> None:
+        # Joined, so that the thread is never inside a store call when the process exits.
         self._stop.set()
+        self._thread.join(timeout=5.0)
 
     def _call(self, what: str, fn, *args):
         try:
@@ -239,6 +261,7 @@ def train_distributed(seeds64: torch.Tensor, lr32: torch.Tensor, mu32: torch.Ten
     hold every member; ``shared`` holds the other keywords of ``train``. Rank 0
     returns the whole result, the other ranks None.
     """
+    global _group_healthy
     import torch.distributed as dist
 
     from .api import train
@@ -255,6 +278,8 @@ def train_distributed(seeds64: torch.Tensor, lr32: torch.Tensor, mu32: torch.Ten
     m = seeds64.numel()
     b0, b1 = shard_bounds(m, rank, world)
     dev = torch.device("cuda", _local_rank(rank)) if device_type == "cuda" else torch.device(device_type)
+    if dev.type == "cuda" and dev.index < torch.cuda.device_count():
+        torch.cuda.set_device(dev)
     watch = _Watch(dist.distributed_c10d._get_default_store(), rank, world)
     try:
         fail = os.environ.get(TEST_FAIL_ENV, "")
@@ -299,7 +324,10 @@ def train_distributed(seeds64: torch.Tensor, lr32: torch.Tensor, mu32: torch.Ten
             watch.post("verdict", {"ok": True})
             settings = report.get("settings") or next(reports[p]["settings"] for p in sorted(reports)
                                                       if "settings" in reports[p])
-        out = _gather(shard, m, rank, world, steps, shared.get("log_every"))
+        out = _gather(shard, m, rank, world, steps, shared.get("log_every"), dev)
+    except BaseException:
+        _group_healthy = False
+        raise
     finally:
         watch.stop()
     if rank != 0:
@@ -333,7 +361,8 @@ def _check_reports(mine: dict, reports: dict, world: int) -> None:
                                    "than rank 0: every rank must be given the same arguments")
 
 
-def _gather(shard: Optional[TrainResult], m: int, rank: int, world: int, steps: int, log_every) -> Optional[dict]:
+def _gather(shard: Optional[TrainResult], m: int, rank: int, world: int, steps: int, log_every,
+            dev: torch.device) -> Optional[dict]:
     """The shards' final arrays, gathered to rank 0 (None elsewhere) as raw 32-bit words."""
     import torch.distributed as dist
 
@@ -343,8 +372,10 @@ def _gather(shard: Optional[TrainResult], m: int, rank: int, world: int, steps: 
     n_max = max(b - a for a, b in sizes)
     n_mine = sizes[rank][1] - sizes[rank][0]
     rows = max(1, _GATHER_CHUNK_BYTES // (4 * cols))
-    nccl = dist.get_backend() == "nccl"
-    comm_dev = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    # NCCL moves CUDA tensors only (one GPU per rank); gloo, or a "cpu:gloo,cuda:nccl" group, CPU tensors.
+    comm_dev = torch.device("cpu")
+    if dist.get_backend() == "nccl":
+        comm_dev = dev if dev.type == "cuda" else torch.device("cuda", _local_rank(rank))
 
     out = None
     if rank == 0:
