@@ -186,8 +186,10 @@ def _int_list(text: str) -> list:
 
 
 def _positive_int(text: str) -> int:
-    (value,) = _int_list(text)
-    return value
+    values = _int_list(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"one number, not a list: {text!r}")
+    return values[0]
 
 
 def _repeats(text: str) -> int:
