@@ -11,6 +11,7 @@ exists.
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib
 import importlib.util
 import inspect
@@ -56,6 +57,10 @@ examples:
   # momentum and weight decay join the product; log (w, b) every 200 steps
   python -m fastneuron train --seeds 0:100 --lrs 0.01 --momentum 0,0.9 \\
       --weight-decay 0,1e-4 --log-every 200 --out mw.npz
+
+  # 8 GPUs of one machine, one process each (see fastneuron.distributed for more)
+  torchrun --standalone --nproc-per-node 8 -m fastneuron train --seeds 0:100000000 \\
+      --lrs 0.01 --distributed --out run.npz
 
 A resumed run must be given the same members and settings as the run that wrote the
 checkpoint (backend and device may differ); it keeps checkpointing to the same file
@@ -213,6 +218,9 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--member-block", type=int, default=None, metavar="N",
                    help="train N members at a time (default: what a quarter of free memory holds)")
     g.add_argument("--quiet", action="store_true", help="no progress bar (the summary still prints)")
+    g.add_argument("--distributed", action="store_true",
+                   help="under torchrun: shard the members across the processes (one per GPU); rank 0 prints "
+                   "the summary and writes --out, rank r checkpoints to PATH.rank{r}")
 
     g = tr.add_argument_group("files")
     g.add_argument("--out", metavar="PATH", help="save the result (.npz, read it with fastneuron.load)")
@@ -247,10 +255,13 @@ def _train(args) -> int:
     seeds_m, lrs_m, mus_m, wds_m = product(seeds, lrs, mus, wds)
     checkpoint = args.checkpoint if args.checkpoint is not None else args.resume
     for option, path in (("--out", args.out), ("--checkpoint", checkpoint)):
-        if path is not None:
+        if path is not None and not (option == "--out" and args.distributed and os.environ.get("RANK", "0") != "0"):
             _check_writable(option, path)
 
     done_before = _steps_done(args.resume, len(seeds_m), args.steps) if args.resume else 0
+    if args.resume and args.distributed:  # one checkpoint per rank (those this machine sees)
+        done_before = sum(_steps_done(p, len(seeds_m), args.steps)
+                          for p in glob.glob(glob.escape(args.resume) + ".rank*"))
     t0 = time.perf_counter()
     # The checks cast to float32: an input like --c 1e40 is refused with one line,
     # not preceded by numpy's overflow warning.
@@ -262,9 +273,11 @@ def _train(args) -> int:
             weight_decay=wds_m if len(wds) > 1 else float(wds[0]),
             dampening=args.dampening, nesterov=args.nesterov, a=args.a, c=args.c, lo=args.lo, hi=args.hi,
             progress=not args.quiet, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
-            resume=args.resume, member_block=args.member_block,
+            resume=args.resume, member_block=args.member_block, distributed=args.distributed,
         )
     seconds = time.perf_counter() - t0
+    if result is None:  # a rank other than 0 of a distributed run
+        return 0
     if args.out is not None:
         result.save(args.out)
     print(summary(result, shape, seconds, done_before=done_before if args.resume else None, out=args.out))
@@ -302,7 +315,8 @@ def summary(result, shape, seconds: float, *, done_before: Optional[int] = None,
     lines = [
         f"members        {m} ({factors})",
         f"steps          {s['steps']} (batch size {s['batch_size']})",
-        f"backend        {s['backend']} on {s['device']}",
+        f"backend        {s['backend']} on {s['device']}" + (f" ({s['world_size']} ranks)" if "world_size" in s
+                                                             else ""),
         f"seconds        {seconds:.3f}" + (f" (resumed: {100.0 * (done_before or 0) / max(1, m * s['steps']):.3g}%"
                                               " of the run was done before)" if resumed else ""),
         f"neuron-steps/s {rate:.4g}" + (" (the steps of this process)" if resumed else ""),
@@ -350,6 +364,13 @@ def main(argv: Optional[list] = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        from .distributed import DistributedError
+
+        if not isinstance(exc, DistributedError):
+            raise
+        print(f"{PROG}: error: {str(exc).removeprefix(PROG + ': ')}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -197,3 +197,41 @@ def test_without_torchrun_trains_in_this_process(monkeypatch):
     with pytest.warns(RuntimeWarning, match="training in this process alone"):
         got = fastneuron.train(**RUN, distributed=True)
     assert_same(got, reference(**RUN))
+
+
+def torchrun(nproc: int, *args, extra_env=None, timeout: float = 120):
+    env = dict(os.environ, FASTNEURON_DIST_PEER_TIMEOUT=str(PEER_TIMEOUT), **(extra_env or {}))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+                        "-m", "fastneuron", "train", *args], env=env, cwd=REPO, capture_output=True, text=True,
+                       timeout=timeout)
+    return p, time.monotonic() - t0
+
+
+CLI_RUN = ["--seeds", "0:5", "--lrs", "0.01,0.5", "--momentum", "0,0.9", "--steps", "60", "--log-every", "7",
+           "--batch-size", "2", "--backend", "eager", "--device", "cpu", "--quiet", "--distributed"]
+
+
+def test_torchrun_command_line(tmp_path):
+    out = tmp_path / "out.npz"
+    p, _ = torchrun(2, *CLI_RUN, "--out", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("members        20 (5 seeds x 2 lrs x 2 momenta)") == 1  # rank 0 only
+    assert "eager on cpu (2 ranks)" in p.stdout
+    ref = fastneuron.train(**fastneuron.grid(seeds=range(5), lrs=[0.01, 0.5], momentum=[0.0, 0.9]), steps=60,
+                           log_every=7, batch_size=2, backend="eager", device="cpu")
+    got = fastneuron.load(out)
+    assert (got.diverged_at >= 0).any()
+    assert_same(got, ref)
+
+
+def test_torchrun_command_line_fails_when_a_rank_dies(tmp_path):
+    out = tmp_path / "out.npz"
+    p, seconds = torchrun(2, *CLI_RUN, "--out", str(out), extra_env={"FASTNEURON_TEST_FAIL_RANK": "1:after"})
+    assert seconds < 60
+    assert p.returncode != 0
+    assert "rank 1 exits after training" in p.stderr
+    assert "ChildFailedError" in p.stderr and "exitcode  : 1" in p.stderr
+    assert not out.exists()
