@@ -74,17 +74,18 @@ def block_members(hp_cpu, start: int, stop: int, dev, pad: int) -> Members:
     """Per-member constants of members [start, stop) on ``dev`` (``pad`` extra copies of the first)."""
     seeds64, lr32, mu32, wd32, has_mu, has_wd = hp_cpu
 
-    def take(x):
-        # Always a copy: a view here would make torch.compile guard on its base.
+    def take(x, copy: bool):
         x = x[start:stop]
         if pad:
             x = torch.cat([x, x[:1].expand(pad)])
-        return x.to(dev, copy=True)
+        # The seed words and -lr are new tensors anyway; momentum and weight decay are
+        # copied, since a view here would make torch.compile guard on its base.
+        return x.to(dev, copy=copy)
 
-    s_lo, s_hi = split_seeds(take(seeds64))
-    return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=-take(lr32),
-                   momentum=take(mu32) if has_mu else None,
-                   weight_decay=take(wd32) if has_wd else None)
+    s_lo, s_hi = split_seeds(take(seeds64, copy=False))
+    return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=-take(lr32, copy=False),
+                   momentum=take(mu32, copy=True) if has_mu else None,
+                   weight_decay=take(wd32, copy=True) if has_wd else None)
 
 
 def keep_logged(rec, t: int, n: int, log_every: int, hist_w, hist_b) -> None:

@@ -77,44 +77,57 @@ def seeds_to_int64(seeds) -> torch.Tensor:
 def per_member(name: str, value, m: int, *, lo: float, lo_open: bool, hi: float | None = None) -> torch.Tensor:
     """A scalar (broadcast) or M values, as float32 (M,), each finite and in range.
 
+    A single value comes back as an expanded (stride 0) view of one float32.
+
     The range is checked on the float32 values that the run will use, so that, e.g.,
     an lr that rounds to 0 in float32 is refused.
     """
-    if isinstance(value, torch.Tensor):
-        arr = value.detach().cpu().reshape(-1)
-        if arr.dtype == torch.bool or arr.is_complex():
-            raise ValueError(f"{name} must be real numbers, got a tensor of {arr.dtype}")
-        arr = arr.to(torch.float64).numpy()
-    elif isinstance(value, np.ndarray):
-        if value.dtype.kind not in "iuf":
-            raise ValueError(f"{name} must be real numbers, got an array of {value.dtype}")
-        arr = value.reshape(-1).astype(np.float64)
-    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
-        arr = np.full(m, float(value))
-    else:
-        try:
-            items = list(value)
-        except TypeError:
-            raise ValueError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
-        for v in items:
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-                raise ValueError(f"{name} must be real numbers, got {v!r}")
-        arr = np.asarray(items, dtype=np.float64)
-    if arr.size == 1 and m != 1:
-        arr = np.full(m, arr[0])
-    if arr.size != m:
-        raise ValueError(f"{name} has {arr.size} values but there are {m} seeds: lengths must match")
-    with np.errstate(over="ignore"):
-        f32 = arr.astype(np.float32)
-    bad = ~np.isfinite(f32) | ~np.isfinite(arr)
+    # Straight to float32 (no float64 copy of M values): a value too large for float32
+    # becomes inf and is refused below like any other non-finite value.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().reshape(-1)
+            if t.dtype == torch.bool or t.is_complex():
+                raise ValueError(f"{name} must be real numbers, got a tensor of {t.dtype}")
+            f32 = t.to(torch.float32, copy=True).numpy()  # a copy: the result must not alias it
+        elif isinstance(value, np.ndarray):
+            if value.dtype.kind not in "iuf":
+                raise ValueError(f"{name} must be real numbers, got an array of {value.dtype}")
+            f32 = value.reshape(-1).astype(np.float32)
+        elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+            f32 = np.array([value], dtype=np.float32) if math.isfinite(value) else np.array([np.inf], np.float32)
+        else:
+            try:
+                items = list(value)
+            except TypeError:
+                raise ValueError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
+            for v in items:
+                if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+                    raise ValueError(f"{name} must be real numbers, got {v!r}")
+            f32 = np.asarray(items, dtype=np.float64).astype(np.float32)
+    if f32.size != m and f32.size != 1:
+        raise ValueError(f"{name} has {f32.size} values but there are {m} seeds: lengths must match")
+    bad = ~np.isfinite(f32)
     bad |= (f32 <= lo) if lo_open else (f32 < lo)
     if hi is not None:
         bad |= f32 >= hi
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        given = value if isinstance(value, numbers.Real) else _item(value, i)
         rng = f"{'(' if lo_open else '['}{lo}, {'inf)' if hi is None else f'{hi})'}"
-        raise ValueError(f"{name} must be finite and in {rng} (in float32); member {i} has {arr[i]!r}")
+        raise ValueError(f"{name} must be finite and in {rng} (in float32); member {i} has {given!r}")
+    if f32.size != m:  # one value for every member: a broadcast view, no memory per member
+        return torch.from_numpy(f32).expand(m)
     return torch.from_numpy(f32)
+
+
+def _item(values, i: int):
+    """Element i of a tensor, array or sequence, for an error message."""
+    if isinstance(values, torch.Tensor):
+        return values.reshape(-1)[i].item()
+    if isinstance(values, np.ndarray):
+        return values.reshape(-1)[i]
+    return list(values)[i]
 
 
 def check_device(device) -> torch.device:

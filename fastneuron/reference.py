@@ -46,8 +46,8 @@ class Problem(NamedTuple):
 class Members(NamedTuple):
     """Per-member constants, shape (M,). ``momentum``/``weight_decay`` are None when off."""
 
-    s_lo: torch.Tensor  # int64, seed & 0xFFFFFFFF
-    s_hi: torch.Tensor  # int64, seed >> 32
+    s_lo: torch.Tensor  # int32 bit pattern of seed & 0xFFFFFFFF (rng.split_seeds)
+    s_hi: torch.Tensor  # int32 bit pattern of seed >> 32
     neg_lr: torch.Tensor  # float32, -lr (negation is exact)
     momentum: Optional[torch.Tensor]
     weight_decay: Optional[torch.Tensor]

@@ -5,9 +5,12 @@ the step) for a fixed chunk of ``K`` steps. Inductor fuses the unrolled Philox
 rounds and updates into one loop over members, so (w, b) stay in registers for K
 steps and x never touches memory.
 
-Chunk length, measured on 2 Zen 5 cores (../shared/MEASUREMENTS.md): K = 4 gives
+Chunk length: the project's prototypes (MEASUREMENTS.md, 2 Zen 5 cores) gave K = 4
 3.4e9 neuron-steps/s, K = 8 4.2e9, K = 16 about 3e9, K = 32 2.7e9 with a 21 s cold
-compile. K = 8 it is. One compiled graph serves every M (dim 0 is dynamic), every T
+compile. This code, same machine, M = 2**20, T = 3000, two runs side by side: K = 8
+3.68e9 and 3.72e9, K = 12 3.82e9 and 3.98e9 (cold compile 15 s against 13 s), K = 16
+1.7e9. K = 12 it is (a multiple of 4, so every chunk starts a Philox block, and 3000
+steps are 250 chunks). One compiled graph serves every M (dim 0 is dynamic), every T
 (the chunk's first step is a tensor) and every value of the settings (tensors too);
 a remainder of T % K steps runs the same function uncompiled.
 
@@ -27,7 +30,7 @@ from fastneuron.reference import Members, Problem, State, StepOptions, run_steps
 from fastneuron.rng import init_params
 
 #: Steps per compiled chunk (see the module docstring for the measurement).
-CHUNK_STEPS = 8
+CHUNK_STEPS = 12
 
 #: Each option set (batch size, momentum, weight decay, nesterov, history, device) is
 #: one more specialization of the same traced function; dynamo's default limit of 8
@@ -47,7 +50,9 @@ def _chunk_fn(state: State, out: State, t0: torch.Tensor, hp: Members, prob: Pro
     # 0 while every w and b is finite, NaN otherwise (inf*0 and NaN*0 are NaN). Per step
     # tracking (isfinite, compare, int64 select) ran at 1.2e9 neuron-steps/s against
     # 1.9e9 without; a bool mask per chunk cost 2.5 ms a chunk (its store is not
-    # vectorized); this float sum costs about 1% (4.19e9 vs 4.15e9, M = 2**20).
+    # vectorized); this in-graph reduction costs about 1% (4.19e9 vs 4.15e9 with none,
+    # K = 8, M = 2**20). amax, not sum: a float sum over more than 4096 members makes
+    # Inductor guard on M and compile a second graph.
     probe = (new.weight * 0.0 + new.bias * 0.0).amax()
     return history, probe
 

@@ -172,7 +172,7 @@ def sgd_kernel(
 
     Pointers (M = ``n_members``; L = number of logged steps of the whole run):
 
-    - ``s_lo_ptr``, ``s_hi_ptr``: int64 (M,), the seed's low / high 32-bit words.
+    - ``s_lo_ptr``, ``s_hi_ptr``: int32 (M,), the seed's low / high 32-bit words (bit patterns).
     - ``neg_lr_ptr``: float32 (M,), -lr.
     - ``mu_ptr``, ``wd_ptr``: float32 (M,), momentum / weight decay; read only when
       MOMENTUM / WEIGHT_DECAY (otherwise any placeholder).
@@ -462,8 +462,8 @@ def _check_members(hp: Members, opts: StepOptions):
     elif dev.type != "cuda":
         raise ValueError(f"hp.s_lo is on {dev}: the Triton kernel needs CUDA tensors")
     m = s_lo.numel()
-    _check_tensor("hp.s_lo", s_lo, torch.int64, (m,), dev)
-    _check_tensor("hp.s_hi", hp.s_hi, torch.int64, (m,), dev)
+    _check_tensor("hp.s_lo", s_lo, torch.int32, (m,), dev)
+    _check_tensor("hp.s_hi", hp.s_hi, torch.int32, (m,), dev)
     _check_tensor("hp.neg_lr", hp.neg_lr, torch.float32, (m,), dev)
     for name, flag in (("momentum", opts.momentum), ("weight_decay", opts.weight_decay)):
         if flag:

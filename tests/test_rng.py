@@ -143,8 +143,11 @@ def test_uint32_to_uniform_all_random_words_match_numpy():
 def test_split_seeds():
     seeds = EDGE_SEEDS + _random_u64(20, 3)
     s_lo, s_hi = rng.split_seeds(_i64(seeds))
-    assert s_lo.tolist() == [s & MASK32 for s in seeds]
-    assert s_hi.tolist() == [s >> 32 for s in seeds]
+    assert s_lo.dtype == s_hi.dtype == torch.int32  # bit patterns, 4 bytes a member
+    assert rng.seed_word(s_lo).tolist() == [s & MASK32 for s in seeds]
+    assert rng.seed_word(s_hi).tolist() == [s >> 32 for s in seeds]
+    # int64 words in [0, 2**32) read back unchanged
+    assert rng.seed_word(torch.tensor([0, MASK32, 2**31])).tolist() == [0, MASK32, 2**31]
 
 
 def test_init_stream():

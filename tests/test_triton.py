@@ -280,7 +280,7 @@ def test_launcher_rejects_bad_inputs():
         with pytest.raises(ValueError, match=match):
             train_triton(*args, **kwargs)
 
-    raises("hp.s_hi", hp._replace(s_hi=hp.s_hi.to(torch.int32)), prob, opts, 4)
+    raises("hp.s_hi", hp._replace(s_hi=hp.s_hi.to(torch.int64)), prob, opts, 4)
     raises("hp.neg_lr", hp._replace(neg_lr=hp.neg_lr[:1]), prob, opts, 4)
     raises("hp.neg_lr", hp._replace(neg_lr=hp.neg_lr.double()), prob, opts, 4)
     raises("hp.momentum", hp, prob, StepOptions(momentum=True), 4)
