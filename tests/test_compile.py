@@ -2,23 +2,11 @@
 
 import pytest
 import torch
-from compare import assert_same_results
+from compare import assert_same_results, lrs_for, seeds_for
 from conftest import DEVICES, SPEC_VECTORS
 
 import fastneuron as fn
 
-U64_MAX = 2**64 - 1
-
-
-def seeds_for(m: int):
-    """m seeds that include both ends of the range and values across 2**32."""
-    base = [0, U64_MAX, 2**32, 2**32 - 1, 2**63, 7]
-    return (base + [(i * 0x9E3779B97F4A7C15) % 2**64 for i in range(m)])[:m]
-
-
-def lrs_for(m: int):
-    """Mostly stable rates, with some that diverge (0.5 and 0.3 blow up on x in [1, 5))."""
-    return [(0.5, 0.01, 0.003, 0.3, 0.02)[i % 5] for i in range(m)]
 
 
 @pytest.mark.parametrize("device", DEVICES)

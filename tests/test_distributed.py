@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
+
+from compare import assert_same_results
 
 import fastneuron
 from fastneuron.distributed import shard_bounds
@@ -80,19 +81,9 @@ def launch(world: int, kw: dict, out, extra_env=None, timeout: float = 120):
     return results, time.monotonic() - t0
 
 
-def bits(x: torch.Tensor) -> torch.Tensor:
-    return x.view(torch.int32) if x.dtype == torch.float32 else x
-
-
 def assert_same(r1, r2) -> None:
-    assert np.array_equal(r1.seeds, r2.seeds)
-    for name in ("weight", "bias", "diverged_at", "history_steps", "lrs", "momentum", "weight_decay"):
-        assert torch.equal(bits(getattr(r1, name)), bits(getattr(r2, name))), name
-    for name in ("history_weight", "history_bias"):
-        a, b = getattr(r1, name), getattr(r2, name)
-        assert (a is None) == (b is None), name
-        if a is not None:
-            assert torch.equal(bits(a), bits(b)), name
+    assert_same_results(r1, r2, members=True)
+
 
 
 _refs: dict = {}

@@ -10,6 +10,7 @@ import random
 
 import pytest
 import torch
+from compare import assert_bits_equal, assert_same_results, lrs_for, seeds_for
 from conftest import DEVICES, SPEC_VECTORS, requires_cuda, requires_triton
 
 import fastneuron as fn
@@ -29,49 +30,6 @@ def interpreter_test(f):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def _bits(x: torch.Tensor) -> torch.Tensor:
-    return x.view(torch.int32) if x.dtype == torch.float32 else x
-
-
-def assert_bits_equal(name: str, expected: torch.Tensor, actual: torch.Tensor) -> None:
-    """Equal bit patterns (NaN equals the same NaN); else say how many members differ and by how much."""
-    expected, actual = expected.cpu(), actual.cpu()
-    assert expected.shape == actual.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    if torch.equal(_bits(expected), _bits(actual)):
-        return
-    differ = _bits(expected) != _bits(actual)
-    members = differ.any(dim=0) if differ.dim() > 1 else differ
-    diff = (expected.double() - actual.double()).abs()[differ]
-    finite = diff[torch.isfinite(diff)]
-    worst = f"{finite.max().item():.3g}" if finite.numel() else "n/a (non-finite)"
-    first = tuple(differ.nonzero()[0].tolist())
-    raise AssertionError(f"{name}: {int(members.sum())} of {members.numel()} members differ (max abs "
-                         f"difference {worst}; first at {first}: expected {expected[first].item()!r}, "
-                         f"got {actual[first].item()!r})")
-
-
-def assert_same_results(expected, actual) -> None:
-    assert_bits_equal("weight", expected.weight, actual.weight)
-    assert_bits_equal("bias", expected.bias, actual.bias)
-    assert_bits_equal("diverged_at", expected.diverged_at, actual.diverged_at)
-    assert (expected.history_weight is None) == (actual.history_weight is None), "one run has a history"
-    if expected.history_weight is not None:
-        assert_bits_equal("history_steps", expected.history_steps, actual.history_steps)
-        assert_bits_equal("history_weight", expected.history_weight, actual.history_weight)
-        assert_bits_equal("history_bias", expected.history_bias, actual.history_bias)
-
-
-def seeds_for(m: int):
-    """m seeds that include both ends of the range and values across 2**32."""
-    base = [0, U64_MAX, 2**32, 2**32 - 1, 2**63, 42, 7]
-    return (base + [(i * 0x9E3779B97F4A7C15) % 2**64 for i in range(m)])[:m]
-
-
-def lrs_for(m: int):
-    """Mostly stable rates, with some that diverge (0.5 and 0.3 blow up on x in [1, 5))."""
-    return [(0.5, 0.01, 0.003, 0.3, 0.02)[i % 5] for i in range(m)]
-
 
 def check_triton(device: str, *args, **kwargs):
     """train() on backend triton (on ``device``) equals eager on the CPU, bit for bit."""
