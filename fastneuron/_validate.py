@@ -43,7 +43,7 @@ def seeds_to_int64(seeds) -> torch.Tensor:
             raise ValueError(f"seeds must be integers, got a tensor of {seeds.dtype}")
         arr = seeds.detach().cpu().reshape(-1)
         if arr.dtype == torch.uint64:
-            return arr.view(torch.int64).clone()
+            return arr.view(torch.int64)  # no copy, as for NumPy input below
         arr = arr.to(torch.int64)
         if arr.numel() and int(arr.min()) < 0:
             raise ValueError("seeds must lie in [0, 2**64): got a negative seed")
@@ -54,7 +54,11 @@ def seeds_to_int64(seeds) -> torch.Tensor:
         arr = seeds.reshape(-1)
         if seeds.dtype.kind == "i" and arr.size and arr.min() < 0:
             raise ValueError("seeds must lie in [0, 2**64): got a negative seed")
-        return torch.from_numpy(arr.astype(np.uint64).view(np.int64).copy())
+        if arr.dtype.itemsize != 8:
+            arr = arr.astype(np.uint64)
+        # No copy of 64-bit input (8 bytes a member): the run only reads it, and the
+        # result keeps a copy of its own.
+        return torch.from_numpy(np.ascontiguousarray(arr).view(np.int64))
     if isinstance(seeds, range):
         if len(seeds) and (min(seeds[0], seeds[-1]) < 0 or max(seeds[0], seeds[-1]) >= _U64):
             raise ValueError("seeds must lie in [0, 2**64)")
