@@ -41,6 +41,10 @@ def make_stepper(backend: str):
     return EagerStepper()
 
 
+#: Seconds before the bar appears: shorter runs show none.
+PROGRESS_DELAY_S = 2.0
+
+
 class Progress:
     """A tqdm bar on stderr, shown only for runs longer than about 2 s."""
 
@@ -56,7 +60,7 @@ class Progress:
         if enabled and total_steps:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total_steps, unit="step", delay=2.0, file=sys.stderr,
+            self.bar = tqdm(total=total_steps, unit="step", delay=PROGRESS_DELAY_S, file=sys.stderr,
                             dynamic_ncols=True, desc=f"{members} members")
 
     def update(self, steps: int, members: int, timed: bool = True) -> None:
