@@ -79,22 +79,27 @@ class Progress:
             self.bar.close()
 
 
+def take_members(x: torch.Tensor, b0: int, b1: int, dev, pad: int, *, dim: int = 0,
+                 copy: bool = True) -> torch.Tensor:
+    """Members [b0, b1) of a host array (along ``dim``) on ``dev``, plus ``pad`` copies of
+    the first. ``copy=False`` allows a view, for callers that derive new tensors anyway."""
+    x = x.narrow(dim, b0, b1 - b0)
+    if pad:
+        x = torch.cat([x, x.narrow(dim, 0, 1).expand(*([-1] * dim), pad)], dim=dim)
+    return x.to(dev, copy=copy)
+
+
 def block_members(hp_cpu, start: int, stop: int, dev, pad: int) -> Members:
-    """Per-member constants of members [start, stop) on ``dev`` (``pad`` extra copies of the first)."""
+    """Per-member constants of members [start, stop) on ``dev`` (``pad`` extra copies of the first).
+
+    The seed words and -lr are new tensors anyway; momentum and weight decay are
+    copied, since a view here would make torch.compile guard on its base.
+    """
     seeds64, lr32, mu32, wd32, has_mu, has_wd = hp_cpu
-
-    def take(x, copy: bool):
-        x = x[start:stop]
-        if pad:
-            x = torch.cat([x, x[:1].expand(pad)])
-        # The seed words and -lr are new tensors anyway; momentum and weight decay are
-        # copied, since a view here would make torch.compile guard on its base.
-        return x.to(dev, copy=copy)
-
-    s_lo, s_hi = split_seeds(take(seeds64, copy=False))
-    return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=-take(lr32, copy=False),
-                   momentum=take(mu32, copy=True) if has_mu else None,
-                   weight_decay=take(wd32, copy=True) if has_wd else None)
+    s_lo, s_hi = split_seeds(take_members(seeds64, start, stop, dev, pad, copy=False))
+    return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=-take_members(lr32, start, stop, dev, pad, copy=False),
+                   momentum=take_members(mu32, start, stop, dev, pad) if has_mu else None,
+                   weight_decay=take_members(wd32, start, stop, dev, pad) if has_wd else None)
 
 
 def keep_logged(rec, t: int, n: int, log_every: int, hist_w, hist_b) -> None:

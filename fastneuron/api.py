@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import _validate as V
-from ._driver import Progress, block_members, fresh_state, make_stepper, run_block
+from ._driver import Progress, block_members, fresh_state, make_stepper, run_block, take_members
 from .checkpoint import load_checkpoint, members_digest, save_checkpoint
 from .reference import Problem, State, StepOptions
 from .result import TrainResult
@@ -229,10 +229,10 @@ def train(
             if log_every and dev.type == "cpu" and not pad and b1 - b0 == m:
                 hist = (out["history_weight"], out["history_bias"])
             elif log_every:
-                hist = (_take(out["history_weight"], b0, b1, dev, pad, dim=1),
-                        _take(out["history_bias"], b0, b1, dev, pad, dim=1))
+                hist = (take_members(out["history_weight"], b0, b1, dev, pad, dim=1),
+                        take_members(out["history_bias"], b0, b1, dev, pad, dim=1))
             if b0 == start and t_start:
-                state = State(*(None if out[k] is None else _take(out[k], b0, b1, dev, pad)
+                state = State(*(None if out[k] is None else take_members(out[k], b0, b1, dev, pad)
                                 for k in ("weight", "bias", "buf_weight", "buf_bias", "diverged_at")))
                 t = t_start
                 bar.update(t, b1 - b0, timed=False)
@@ -273,14 +273,6 @@ def train(
         weight=w, bias=b, diverged_at=div, settings=settings, history_steps=hist_steps,
         history_weight=hist_w, history_bias=hist_b,
     )
-
-
-def _take(x: torch.Tensor, b0: int, b1: int, dev, pad: int, dim: int = 0) -> torch.Tensor:
-    """Members [b0, b1) of a CPU array on ``dev``, as a copy (plus ``pad`` copies of the first)."""
-    x = x.narrow(dim, b0, b1 - b0)
-    if pad:
-        x = torch.cat([x, x.narrow(dim, 0, 1).expand(*([-1] * dim), pad)], dim=dim)
-    return x.to(dev, copy=True)
 
 
 def _store_block(out: dict, m: int, b0: int, b1: int, state: State, hist) -> None:
