@@ -7,15 +7,11 @@ for line, divergence (SPEC §4) is tracked per step, and logged steps are writte
 straight into the history. Nothing but the logged history touches memory between the
 chunk's first and last step.
 
-Two ways in, one launch (:func:`_launch`) underneath:
-
-- :func:`train_triton` runs a whole training in chunks of :data:`CHUNK_STEPS` steps
-  (a multiple of 4: each launch starts at a sample index ``n = t*B`` that is a
-  multiple of 4, at the start of a Philox block), carrying the state in device tensors
-  between launches, and calls ``on_progress`` after each one;
-- :class:`TritonStepper` is the stepper that ``fastneuron._driver`` (and so
-  ``fastneuron.train``) uses: the same chunks on a block of members, with the state
-  updated in place, so that the driver can checkpoint and resume between chunks.
+Callers use :class:`TritonStepper`, the stepper of ``fastneuron._driver`` (and so of
+``fastneuron.train``): the driver runs it in chunks of :data:`CHUNK_STEPS` steps (a
+multiple of 4: each launch starts at a sample index ``n = t*B`` that is a multiple of
+4, at the start of a Philox block), with the state updated in place between launches,
+so that it can show progress, checkpoint and resume between chunks.
 
 Bit-exactness: every float op is a separately rounded float32 op, as in
 :mod:`fastneuron.reference`. The kernel is compiled with ``enable_fp_fusion=False``
@@ -30,7 +26,7 @@ tensors; that is how the tests check it.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -303,59 +299,6 @@ def sgd_kernel(
         tl.store(vb_ptr + offs, vb, mask=mask)
 
 
-def train_triton(
-    hp: Members,
-    prob: Problem,
-    opts: StepOptions,
-    steps: int,
-    *,
-    log_every: Optional[int] = None,
-    hist_w: Optional[torch.Tensor] = None,
-    hist_b: Optional[torch.Tensor] = None,
-    on_progress: Optional[Callable[[int], None]] = None,
-    chunk_steps: int = CHUNK_STEPS,
-    block_size: Optional[int] = None,
-):
-    """Train every member for ``steps`` steps; returns (weight, bias, diverged_at).
-
-    ``hp``: per-member tensors (M,) on one device (CUDA, or CPU under TRITON_INTERPRET=1);
-    ``prob``: 0-dim float32 tensors on that device; ``opts``: the static options.
-    ``hist_w``/``hist_b``: None, or float32 (L, M) on the device, L = ceil(steps / log_every),
-    filled with (w, b) after steps 0, k, 2k, ... (raw values). Returns raw float32 (M,)
-    weight and bias and int64 (M,) diverged_at (-1 for members that stayed finite).
-    ``on_progress(n)`` runs after each launch with the steps it did.
-    ``chunk_steps`` (a positive multiple of 4) and ``block_size`` (a power of 2) are
-    for tests and tuning.
-    """
-    s_lo, s_hi = _check_members(hp, opts)
-    m, dev = s_lo.numel(), s_lo.device
-    probv = _check_problem(prob, dev)
-    steps = _check_count("steps", steps, 0)
-    chunk_steps = _check_count("chunk_steps", chunk_steps, 4)
-    if chunk_steps % 4:
-        raise ValueError(f"chunk_steps must be a multiple of 4, got {chunk_steps}")
-    hist = None
-    if hist_w is not None or hist_b is not None:
-        hist = (hist_w, hist_b)
-        log_every = _check_history(hist, log_every, steps, m, dev)
-
-    w = torch.empty(m, dtype=torch.float32, device=dev)
-    b = torch.empty_like(w)
-    div = torch.empty(m, dtype=torch.int64, device=dev)
-    vw = torch.empty_like(w) if opts.momentum else None
-    vb = torch.empty_like(w) if opts.momentum else None
-    t, first = 0, True
-    while first or t < steps:  # the first launch draws the init, even for 0 steps
-        n = min(chunk_steps, steps - t)
-        _launch(hp, probv, opts, (w, b, vw, vb, div), t, n, log_every, hist, init=first,
-                block_size=block_size)
-        first = False
-        t += n
-        if on_progress is not None:
-            on_progress(n)
-    return w, b, div
-
-
 def _launch(hp: Members, probv: torch.Tensor, opts: StepOptions, state, t0: int, nsteps: int,
             log_every: Optional[int], hist, *, init: bool, block_size: Optional[int]) -> None:
     """One launch of :func:`sgd_kernel` on checked inputs; ``state`` = (w, b, vw, vb, div)
@@ -425,7 +368,7 @@ class TritonStepper:
             if not x.is_contiguous():
                 raise ValueError(f"state.{name} must be contiguous")
         if hist is not None:
-            log_every = _check_history(hist, log_every, None, m, dev)
+            log_every = _check_history(hist, log_every, t0 + nsteps - 1, m, dev)
         vw, vb = (state.buf_weight, state.buf_bias) if opts.momentum else (None, None)
         _launch(hp, probv, opts, (state.weight, state.bias, vw, vb, state.diverged_at), t0, nsteps,
                 log_every, hist, init=False, block_size=self.block_size)
@@ -489,9 +432,10 @@ def _check_problem(prob: Problem, device: torch.device) -> torch.Tensor:
     return torch.stack([getattr(prob, name) for name in _PROBLEM_FIELDS])
 
 
-def _check_history(hist, log_every, steps: Optional[int], m: int, device: torch.device) -> int:
-    """Check (hist_w, hist_b): float32 (L, M), contiguous; L = ceil(steps / log_every)
-    when ``steps`` is known. Returns log_every as an int."""
+def _check_history(hist, log_every, last_step: int, m: int, device: torch.device) -> int:
+    """Check (hist_w, hist_b): float32 (L, M), contiguous, with a row for every logged
+    step up to ``last_step`` (the kernel writes row ``t // log_every``). Returns
+    log_every as an int."""
     if log_every is None:
         raise ValueError("log_every is needed with hist_w and hist_b")
     log_every = _check_count("log_every", log_every, 1)
@@ -499,8 +443,12 @@ def _check_history(hist, log_every, steps: Optional[int], m: int, device: torch.
     for name, h in (("hist_w", hist_w), ("hist_b", hist_b)):
         if h is None:
             raise ValueError(f"{name} is None but the other history tensor is not: pass both or neither")
-        rows = -(-steps // log_every) if steps is not None else (h.shape[0] if h.dim() == 2 else -1)
+    rows = hist_w.shape[0] if hist_w.dim() == 2 else -1
+    for name, h in (("hist_w", hist_w), ("hist_b", hist_b)):
         _check_tensor(name, h, torch.float32, (rows, m), device)
         if not h.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
+    if last_step >= 0 and last_step // log_every >= rows:
+        raise ValueError(f"hist_w has {rows} rows, but step {last_step} is logged in row "
+                         f"{last_step // log_every}")
     return log_every

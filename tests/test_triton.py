@@ -171,9 +171,10 @@ def _members(seeds, lrs, device, momentum=None, weight_decay=None):
                    weight_decay=f32(weight_decay))
 
 
-def _check_train_triton(device):
-    """The launcher called directly, in chunks of 8 steps, against the reference."""
-    from fastneuron.kernels.triton_sgd import train_triton
+def _check_stepper_in_chunks(device):
+    """The stepper under the driver's loop, in chunks of 8 steps, against the reference."""
+    from fastneuron._driver import fresh_state, run_block
+    from fastneuron.kernels.triton_sgd import TritonStepper
 
     seeds, lrs, steps, every = seeds_for(9), [5.0, 0.01, 0.003, 2.0, 0.02] + [0.01] * 4, 37, 3
     opts = StepOptions(batch_size=3, momentum=True, weight_decay=True)
@@ -184,8 +185,11 @@ def _check_train_triton(device):
     hist_w = torch.full((rows, 9), -7.0, device=device)
     hist_b = torch.full((rows, 9), -7.0, device=device)
     done = []
-    w, b, div = train_triton(hp, prob, opts, steps, log_every=every, hist_w=hist_w, hist_b=hist_b,
-                             on_progress=done.append, chunk_steps=8)
+    stepper = TritonStepper()
+    stepper.chunk_steps = 8
+    state = run_block(stepper, fresh_state(stepper, hp, opts), 0, steps, hp, prob, opts, every,
+                      (hist_w, hist_b), lambda t, state, n: done.append(n))
+    w, b, div = state.weight, state.bias, state.diverged_at
     assert done == [8, 8, 8, 8, 5]
 
     hp_cpu, prob_cpu = _members(seeds, lrs, "cpu", mus, wds), _problem("cpu", batch=3)
@@ -219,8 +223,8 @@ def _check_late_steps(device):
 
 
 @interpreter_test
-def test_train_triton_direct():
-    _check_train_triton("cpu")
+def test_stepper_in_chunks():
+    _check_stepper_in_chunks("cpu")
 
 
 @interpreter_test
@@ -230,26 +234,26 @@ def test_late_steps():
 
 @interpreter_test
 def test_launcher_rejects_bad_inputs():
-    from fastneuron.kernels.triton_sgd import TritonStepper, train_triton
+    from fastneuron.kernels.triton_sgd import TritonStepper
 
     hp, prob, opts = _members([1, 2], [0.01, 0.01], "cpu"), _problem("cpu"), StepOptions()
+    state = State(torch.zeros(2), torch.zeros(2), None, None, torch.full((2,), -1))
 
-    def raises(match, *args, **kwargs):
+    def raises(match, hp, prob, opts, nsteps, **kwargs):
         with pytest.raises(ValueError, match=match):
-            train_triton(*args, **kwargs)
+            TritonStepper()(state, 0, hp, prob, nsteps=nsteps, opts=opts, **kwargs)
 
     raises("hp.s_hi", hp._replace(s_hi=hp.s_hi.to(torch.int64)), prob, opts, 4)
     raises("hp.neg_lr", hp._replace(neg_lr=hp.neg_lr[:1]), prob, opts, 4)
     raises("hp.neg_lr", hp._replace(neg_lr=hp.neg_lr.double()), prob, opts, 4)
     raises("hp.momentum", hp, prob, StepOptions(momentum=True), 4)
     raises("prob.span", hp, prob._replace(span=torch.ones(1)), opts, 4)
-    raises("steps", hp, prob, opts, -1)
-    raises("chunk_steps", hp, prob, opts, 4, chunk_steps=6)
-    raises("log_every", hp, prob, opts, 4, hist_w=torch.zeros(4, 2), hist_b=torch.zeros(4, 2))
-    raises("hist_w", hp, prob, opts, 4, log_every=1, hist_w=torch.zeros(3, 2), hist_b=torch.zeros(4, 2))
-    raises("hist_b", hp, prob, opts, 4, log_every=1, hist_w=torch.zeros(4, 2), hist_b=None)
+    raises("nsteps", hp, prob, opts, -1)
+    raises("log_every", hp, prob, opts, 4, hist=(torch.zeros(4, 2), torch.zeros(4, 2)))
+    raises("hist_b", hp, prob, opts, 4, log_every=1, hist=(torch.zeros(3, 2), torch.zeros(4, 2)))
+    raises("hist_w has 3 rows", hp, prob, opts, 4, log_every=1, hist=(torch.zeros(3, 2), torch.zeros(3, 2)))
+    raises("hist_b", hp, prob, opts, 4, log_every=1, hist=(torch.zeros(4, 2), None))
     raises("batch_size", hp, prob, StepOptions(batch_size=0), 4)
-    state = State(torch.zeros(2), torch.zeros(2), None, None, torch.full((2,), -1))
     with pytest.raises(ValueError, match="multiple of 4"):
         TritonStepper()(state, torch.tensor(2), hp, prob, nsteps=4, opts=opts)
     with pytest.raises(ValueError, match="state.diverged_at"):
@@ -287,17 +291,20 @@ class TestCuda:
         monkeypatch.setattr(triton_sgd, "MAX_UNROLLED_SAMPLES", 0)
         check_triton("cuda", seeds_for(7), lrs_for(7), 23, log_every=2, batch_size=3, momentum=0.5)
 
-    def test_train_triton_direct(self):
-        _check_train_triton("cuda")
+    def test_stepper_in_chunks(self):
+        _check_stepper_in_chunks("cuda")
 
     def test_late_steps(self):
         _check_late_steps("cuda")
 
     def test_tensors_on_different_devices(self):
-        from fastneuron.kernels.triton_sgd import train_triton
+        from fastneuron.kernels.triton_sgd import TritonStepper
 
         hp = _members([1, 2], [0.01, 0.01], "cuda")
+        state = State(torch.zeros(2, device="cuda"), torch.zeros(2, device="cuda"), None, None,
+                      torch.full((2,), -1, device="cuda"))
         with pytest.raises(ValueError, match="hp.neg_lr"):
-            train_triton(hp._replace(neg_lr=hp.neg_lr.cpu()), _problem("cuda"), StepOptions(), 4)
+            TritonStepper()(state, 0, hp._replace(neg_lr=hp.neg_lr.cpu()), _problem("cuda"), nsteps=4,
+                            opts=StepOptions())
         with pytest.raises(ValueError, match="prob.a"):
-            train_triton(hp, _problem("cpu"), StepOptions(), 4)
+            TritonStepper()(state, 0, hp, _problem("cpu"), nsteps=4, opts=StepOptions())
