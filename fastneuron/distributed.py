@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import atexit
 import datetime
-import hashlib
 import itertools
 import json
 import os
@@ -75,6 +74,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .checkpoint import members_digest
 from .result import TrainResult
 
 #: Seconds for setting up the process group and for the gather (environment variable).
@@ -164,14 +164,6 @@ def _local_rank(rank: int) -> int:
         return int(local)
     count = torch.cuda.device_count()
     return rank % count if count else 0
-
-
-def _digest(*arrays: torch.Tensor) -> str:
-    """A fingerprint of the members (all of them up to 2**20, an even sample beyond)."""
-    h = hashlib.sha256(str(arrays[0].numel()).encode())
-    for x in arrays:
-        h.update(x[::max(1, x.numel() >> 20)].contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class _Watch:
@@ -294,7 +286,7 @@ def train_distributed(seeds64: torch.Tensor, lr32: torch.Tensor, mu32: torch.Ten
                               checkpoint=None if checkpoint is None else f"{os.fspath(checkpoint)}{suffix}",
                               resume=None if resume is None else f"{os.fspath(resume)}{suffix}", **shared)
                 report["settings"] = shard.settings
-            report["members"] = _digest(seeds64, lr32, mu32, wd32)
+            report["members"] = members_digest(seeds64, lr32, mu32, wd32, sample=True)
             report["shared"] = {k: shared[k] for k in sorted(shared) if k not in ("member_block", "checkpoint_every")}
             report["steps"] = steps
         except Exception as exc:
