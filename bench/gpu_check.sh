@@ -13,7 +13,7 @@ out="${OUT:-bench/results}"
 mkdir -p "$out"
 stamp=$(date -u +%Y-%m-%d)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu-$stamp-nvidia-smi.txt"
-# fastneuron.kernels lives in kernels/ (package-dir): install without dependencies,
+# Install without dependencies,
 # using the image's torch and triton.
 python3 -m pip install --no-deps --no-build-isolation -q -e . || exit 1
 python3 -m pytest -q -x tests/test_compile.py tests/test_triton.py -k "cuda" 2>&1 | tee "$out/gpu-$stamp-tests.txt"

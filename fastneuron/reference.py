@@ -1,6 +1,6 @@
 """The eager reference: SPEC §3, §3b and §4, one float32 operation per line.
 
-The fast backends do not copy this code. ``kernels/compiled.py`` hands
+The fast backends do not copy this code. ``fastneuron/kernels/compiled.py`` hands
 :func:`run_steps` to ``torch.compile``; the Triton kernel is checked against it
 bit for bit. Every line below is one separately rounded float32 operation, as the
 SPEC asks: no fused multiply-add, no reassociation, no float64.
@@ -114,7 +114,7 @@ def run_steps(state: State, t0, hp: Members, prob: Problem, *, nsteps: int,
 
     ``track_divergence=False`` leaves ``diverged_at`` alone; callers that use it
     rely on non-finite w or b staying non-finite (``p + (-lr)*d`` of a non-finite
-    p is never finite) and find the step afterwards (see ``kernels/compiled.py``).
+    p is never finite) and find the step afterwards (see ``fastneuron/kernels/compiled.py``).
     """
     q0 = t0 * opts.batch_size // 4
     block = None
