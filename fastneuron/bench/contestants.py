@@ -82,8 +82,8 @@ def _tutorial_unavailable(device_type: str, interpret: bool) -> Optional[str]:
 # --- torch.func -----------------------------------------------------------------------
 
 #: Modules actually built for the torch.func recipe; larger ensembles tile their
-#: stacked state. Building one nn.Linear takes about 100 us (13 s for 2**17 of them),
-#: set-up that is not the recipe's training step.
+#: stacked state. Building one nn.Linear per member is set-up that grows with M and is
+#: not the recipe's training step.
 _TORCH_FUNC_MODULES_BUILT = 1024
 
 
