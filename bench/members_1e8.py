@@ -42,12 +42,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import fastneuron
-    from fastneuron import api
+    from fastneuron import engine
 
     m = int(args.members)
     block = None if args.member_block == "auto" else int(float(args.member_block))
     dev = torch.device(args.device)
-    shown_block = api._member_block(m, 0, dev, block)  # what train() will use
+    shown_block = engine.member_block(m, 0, dev, block)  # what train() will use
     print(f"fastneuron {fastneuron.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device {dev}, backend {args.backend}")
     print(f"members        {m:,}")

@@ -1,14 +1,34 @@
 """fastneuron: train thousands to hundreds of millions of independent ``nn.Linear(1, 1)``
-neurons at once, bit for bit as the eager PyTorch reference (see SPEC.md)."""
+neurons at once, bit for bit as the eager PyTorch reference (see docs/SPEC.md).
 
-__version__ = "0.1.0"
+The names below are loaded on first use, so that ``python -m fastneuron --help``
+starts without importing torch.
+"""
+
+import importlib
+
+from ._version import __version__
 SPEC_VERSION = 1
 
-from .api import grid, train  # noqa: E402
-from .result import TrainResult, load, population_risk  # noqa: E402
-from .rng import philox4x32, uint32_to_uniform  # noqa: E402
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "grid": ".api", "train": ".api",
+    "RunSpec": ".spec",
+    "TrainResult": ".result", "load": ".result",
+    "population_risk": ".problems",
+    "philox4x32": ".rng", "uint32_to_uniform": ".rng",
+}
 
-__all__ = [
-    "SPEC_VERSION", "TrainResult", "__version__", "grid", "load", "philox4x32",
-    "population_risk", "train", "uint32_to_uniform",
-]
+__all__ = ["SPEC_VERSION", "__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

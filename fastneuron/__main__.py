@@ -176,8 +176,8 @@ def _has_bench() -> bool:
 
 
 def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
-    from . import __version__
-    from ._validate import BACKENDS
+    from ._version import __version__
+    from .kernels import BACKEND_CHOICES
 
     top = _Parser(prog=PROG, description="fastneuron: train millions of nn.Linear(1, 1) neurons at once, "
                   "bit for bit as the PyTorch reference.",
@@ -200,6 +200,9 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", default="0", metavar="WD", help="weight decay value(s) >= 0 (default: 0)")
 
     g = tr.add_argument_group("run-wide settings")
+    g.add_argument("--optimizer", default="sgd", metavar="NAME",
+                   help="the optimizer, as torch.optim's (default: sgd, with the options --momentum, "
+                   "--weight-decay, --dampening, --nesterov)")
     g.add_argument("--steps", type=int, default=3000, metavar="T", help="SGD steps per member (default: 3000)")
     g.add_argument("--batch-size", type=int, default=1, metavar="B", help="samples per step (default: 1)")
     g.add_argument("--dampening", type=float, default=0.0, metavar="TAU", help="SGD dampening in [0, 1) (default: 0)")
@@ -212,7 +215,7 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
                    help="keep (w, b) of every member after steps 0, K, 2K, ...")
 
     g = tr.add_argument_group("execution")
-    g.add_argument("--backend", default="auto", choices=BACKENDS,
+    g.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
                    help="auto: triton on CUDA, compile on CPU (default: auto)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     g.add_argument("--member-block", type=int, default=None, metavar="N",
@@ -267,7 +270,7 @@ def _train(args) -> int:
     # not preceded by numpy's overflow warning.
     with np.errstate(over="ignore", invalid="ignore"):
         result = fastneuron.train(
-            seeds_m, lrs_m, args.steps, batch_size=args.batch_size, log_every=args.log_every,
+            seeds_m, lrs_m, args.steps, optimizer=args.optimizer, batch_size=args.batch_size, log_every=args.log_every,
             backend=args.backend, device=args.device,
             momentum=mus_m if len(mus) > 1 else float(mus[0]),
             weight_decay=wds_m if len(wds) > 1 else float(wds[0]),

@@ -9,7 +9,6 @@ import numbers
 import numpy as np
 import torch
 
-BACKENDS = ("auto", "eager", "compile", "triton")
 _U64 = 2**64
 
 
@@ -151,9 +150,3 @@ def check_device(device) -> torch.device:
             raise ValueError(f"device {device!r} is not available: {torch.cuda.device_count()} CUDA device(s)")
         return torch.device("cuda", index)
     raise ValueError(f"device {device!r} is not supported: use 'cpu' or 'cuda'")
-
-
-def check_backend(backend) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
-    return backend

@@ -2,9 +2,9 @@
 
 Members are independent (SPEC §1), so a run splits into shards without any
 communication while it trains. With a world of W processes (ranks), rank ``r``
-trains the contiguous members ``[r*M//W, (r+1)*M//W)`` with the ordinary
-single-process :func:`fastneuron.train`, on ``cuda:LOCAL_RANK`` when the device is
-CUDA (one GPU per process), else on the CPU. Every number is the one a
+trains the contiguous members ``[r*M//W, (r+1)*M//W)``: the run's spec cut to that
+shard (``RunSpec.shard``) and run by the ordinary engine (``engine.run``), on
+``cuda:LOCAL_RANK`` when the device is CUDA (one GPU per process), else on the CPU. Every number is the one a
 single-process run computes, bit for bit: the shards are the same members with the
 same seeds and hyperparameters.
 
@@ -61,6 +61,7 @@ machine writes its ranks' ``.rank{r}`` files, so use a path each machine can wri
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime
 import itertools
 import json
@@ -71,11 +72,11 @@ import time
 import warnings
 from typing import Optional
 
-import numpy as np
 import torch
 
-from .checkpoint import members_digest
+from . import engine
 from .result import TrainResult
+from .spec import RunSpec
 
 #: Seconds for setting up the process group and for the gather (environment variable).
 TIMEOUT_ENV = "FASTNEURON_DIST_TIMEOUT"
@@ -110,15 +111,6 @@ def _seconds(name: str, default: float) -> float:
     if not value > 0:
         raise ValueError(f"{name} must be > 0 seconds, got {text!r}")
     return value
-
-
-def _device_type(device) -> str:
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        return torch.device(device).type
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a device: {exc}") from None
 
 
 def _init_group(device_type: str) -> bool:
@@ -177,7 +169,7 @@ class _Watch:
         self.rank, self.world = rank, world
         self.peer_timeout = _seconds(PEER_TIMEOUT_ENV, 60.0)
         self._stop = threading.Event()
-        self._beat()
+        self._call("starting", self._beat)  # the store may already be gone with a dead rank 0
         self._thread = threading.Thread(target=self._beating, name="fastneuron-heartbeat", daemon=True)
         self._thread.start()
 
@@ -244,34 +236,25 @@ class _Watch:
         return self._wait({"verdict": 0}, "waiting for rank 0")["verdict"]
 
 
-def train_distributed(seeds64: torch.Tensor, lr32: torch.Tensor, mu32: torch.Tensor, wd32: torch.Tensor,
-                      steps: int, *, device=None, progress=None, checkpoint=None, resume=None,
-                      **shared) -> Optional[TrainResult]:
-    """``train(..., distributed=True)`` after its arguments passed validation.
-
-    ``seeds64`` (int64 two's complement), ``lr32``, ``mu32`` and ``wd32`` (float32)
-    hold every member; ``shared`` holds the other keywords of ``train``. Rank 0
-    returns the whole result, the other ranks None.
-    """
+def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
+    """Run ``spec`` (``distributed=True``) sharded across the ranks: each rank runs its
+    shard through the engine; rank 0 returns the whole result, the other ranks None."""
     global _group_healthy
     import torch.distributed as dist
 
-    from .api import train
-
-    device_type = _device_type(device)
-    if not _init_group(device_type):
+    if not _init_group(spec.device.type):
         warnings.warn("fastneuron: distributed=True, but torch.distributed is not initialized and RANK/WORLD_SIZE "
                       "are not set (start the run with torchrun): training in this process alone",
                       RuntimeWarning, stacklevel=3)
-        return train(seeds64.numpy().view(np.uint64), lr32, steps, momentum=mu32, weight_decay=wd32,
-                     device=device, progress=progress, checkpoint=checkpoint, resume=resume, **shared)
+        return engine.run(dataclasses.replace(spec, distributed=False))
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    m = seeds64.numel()
+    m = len(spec)
     b0, b1 = shard_bounds(m, rank, world)
-    dev = torch.device("cuda", _local_rank(rank)) if device_type == "cuda" else torch.device(device_type)
+    dev = torch.device("cuda", _local_rank(rank)) if spec.device.type == "cuda" else spec.device
     if dev.type == "cuda" and dev.index < torch.cuda.device_count():
         torch.cuda.set_device(dev)
+    mine = spec.shard(b0, b1, dev, suffix=f".rank{rank}", progress=spec.progress if rank == 0 else False)
     watch = _Watch(dist.distributed_c10d._get_default_store(), rank, world)
     try:
         fail = os.environ.get(TEST_FAIL_ENV, "")
@@ -280,18 +263,13 @@ def train_distributed(seeds64: torch.Tensor, lr32: torch.Tensor, mu32: torch.Ten
         shard = None
         try:
             if b1 > b0:
-                suffix = f".rank{rank}"
-                shard = train(seeds64[b0:b1].numpy().view(np.uint64), lr32[b0:b1], steps, momentum=mu32[b0:b1],
-                              weight_decay=wd32[b0:b1], device=dev, progress=progress if rank == 0 else False,
-                              checkpoint=None if checkpoint is None else f"{os.fspath(checkpoint)}{suffix}",
-                              resume=None if resume is None else f"{os.fspath(resume)}{suffix}", **shared)
-                report["settings"] = shard.settings
-            report["members"] = members_digest(seeds64, lr32, mu32, wd32, sample=True)
-            report["shared"] = {k: shared[k] for k in sorted(shared) if k not in ("member_block", "checkpoint_every")}
-            report["steps"] = steps
+                shard = engine.run(mine)
+            # Every rank was given all members: compare what each was given, in full.
+            report["members"] = spec.digest
+            report["settings"] = {**spec.run_settings, "backend": mine.backend}
         except Exception as exc:
             hint = ""
-            if resume is not None and "resume:" in str(exc):
+            if spec.resume is not None and "resume:" in str(exc):
                 hint = f" (a distributed run resumes with as many ranks as it started with, here {world})"
             error = f"{type(exc).__name__}: {exc}{hint}"
             if rank != 0:
@@ -308,15 +286,12 @@ def train_distributed(seeds64: torch.Tensor, lr32: torch.Tensor, mu32: torch.Ten
                 raise DistributedError(f"fastneuron: rank 0 abandoned the run: {verdict['error']}")
         else:
             try:
-                reports = watch.wait_done()
-                _check_reports(report, reports, world)
+                _check_reports(report, watch.wait_done(), world)
             except DistributedError as exc:
                 watch.post("verdict", {"ok": False, "error": str(exc)})
                 raise
             watch.post("verdict", {"ok": True})
-            settings = report.get("settings") or next(reports[p]["settings"] for p in sorted(reports)
-                                                      if "settings" in reports[p])
-        out = _gather(shard, m, rank, world, steps, shared.get("log_every"), dev)
+        out = _gather(shard, spec, rank, world, dev)
     except BaseException:
         _group_healthy = False
         raise
@@ -324,14 +299,9 @@ def train_distributed(seeds64: torch.Tensor, lr32: torch.Tensor, mu32: torch.Ten
         watch.stop()
     if rank != 0:
         return None
-    settings = dict(settings, device=str(dev), world_size=world)
-    hist_steps = torch.arange(0, steps if shared.get("log_every") else 0, shared.get("log_every") or 1,
-                              dtype=torch.int64)
-    return TrainResult(
-        seeds=seeds64.numpy().view(np.uint64).copy(), lrs=lr32, momentum=mu32, weight_decay=wd32,
-        weight=out["weight"], bias=out["bias"], diverged_at=out["diverged_at"], settings=settings,
-        history_steps=hist_steps, history_weight=out.get("history_weight"), history_bias=out.get("history_bias"),
-    )
+    whole = spec.shard(0, m, dev, suffix="", progress=None)  # the whole run, as rank 0 ran it
+    return whole.result(out["weight"], out["bias"], out["diverged_at"], out.get("history_weight"),
+                        out.get("history_bias"), world_size=world)
 
 
 def _test_fail(spec: str, rank: int, when: str) -> None:
@@ -348,17 +318,17 @@ def _check_reports(mine: dict, reports: dict, world: int) -> None:
         r = reports[p]
         if not r["ok"]:
             raise DistributedError(f"fastneuron: rank {p} of {world} failed: {r['error']}")
-        if r["members"] != mine["members"] or r["shared"] != mine["shared"] or r["steps"] != mine["steps"]:
+        if r["members"] != mine["members"] or r["settings"] != mine["settings"]:
             raise DistributedError(f"fastneuron: rank {p} of {world} was given other members or settings "
                                    "than rank 0: every rank must be given the same arguments")
 
 
-def _gather(shard: Optional[TrainResult], m: int, rank: int, world: int, steps: int, log_every,
+def _gather(shard: Optional[TrainResult], spec: RunSpec, rank: int, world: int,
             dev: torch.device) -> Optional[dict]:
     """The shards' final arrays, gathered to rank 0 (None elsewhere) as raw 32-bit words."""
     import torch.distributed as dist
 
-    n_logged = len(range(0, steps, log_every)) if log_every else 0
+    m, n_logged, log_every = len(spec), spec.n_logged, spec.log_every
     cols = 4 + 2 * n_logged  # weight, bias, diverged_at (two words), history weight and bias
     sizes = [shard_bounds(m, p, world) for p in range(world)]
     n_max = max(b - a for a, b in sizes)

@@ -2,109 +2,96 @@
 
 The fast backends do not copy this code. ``fastneuron/kernels/compiled.py`` hands
 :func:`run_steps` to ``torch.compile``; the Triton kernel is checked against it
-bit for bit. Every line below is one separately rounded float32 operation, as the
-SPEC asks: no fused multiply-add, no reassociation, no float64.
+bit for bit. Every line below, and in the optimizer's and problem's code it calls
+(:mod:`fastneuron.optim`, :mod:`fastneuron.problems`), is one separately rounded
+float32 operation, as the SPEC asks: no fused multiply-add, no reassociation, no
+float64.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 
-from .rng import data_block
-
 
 @dataclass(frozen=True)
-class StepOptions:
-    """What the traced code depends on (Python values, fixed for a run).
+class StepConfig:
+    """What the traced code depends on (Python values, fixed for a run): the batch
+    size, the optimizer and problem classes and the optimizer's flags. Hashable: one
+    compiled graph per config."""
 
-    ``weight_decay`` / ``momentum`` say whether any member uses the option, so that
-    a run without it carries none of its operations (SPEC §3b: an option that is
-    off is skipped, not computed with zero).
-    """
-
-    batch_size: int = 1
-    weight_decay: bool = False
-    momentum: bool = False
-    nesterov: bool = False
+    batch_size: int
+    optimizer: type
+    flags: Any
+    problem: type
 
 
-class Problem(NamedTuple):
-    """Run-wide settings as 0-dim float32 tensors (tensors, not Python floats, so
-    that compiled code neither specializes on them nor computes them in float64)."""
+class Constants(NamedTuple):
+    """Run-wide values as 0-dim float32 tensors."""
 
-    a: torch.Tensor
-    c: torch.Tensor
-    lo: torch.Tensor
-    span: torch.Tensor  # float32(hi - lo)
+    problem: tuple  # the problem's constants (e.g. problems.LinearConstants)
+    optimizer: tuple  # the optimizer's constants (e.g. optim.SGDConstants)
     batch: torch.Tensor  # float32(B): the divisor of the batch mean
-    one_minus_dampening: torch.Tensor  # float32(1 - tau), rounded first (SPEC §3b)
 
 
 class Members(NamedTuple):
-    """Per-member constants, shape (M,). ``momentum``/``weight_decay`` are None when off."""
+    """Per-member constants of a block of members on its device, shape (M,)."""
 
     s_lo: torch.Tensor  # int32 bit pattern of seed & 0xFFFFFFFF (rng.split_seeds)
     s_hi: torch.Tensor  # int32 bit pattern of seed >> 32
     neg_lr: torch.Tensor  # float32, -lr (negation is exact)
-    momentum: Optional[torch.Tensor]
-    weight_decay: Optional[torch.Tensor]
+    options: tuple  # the optimizer's MemberOptions (fields None when off)
 
 
 class State(NamedTuple):
-    """What changes from step to step, shape (M,). Buffers are None without momentum."""
+    """What changes from step to step, shape (M,)."""
 
     weight: torch.Tensor
     bias: torch.Tensor
-    buf_weight: Optional[torch.Tensor]
-    buf_bias: Optional[torch.Tensor]
+    weight_state: tuple  # the optimizer's state of the weight, in its state_names order
+    bias_state: tuple  # ... and of the bias
     diverged_at: torch.Tensor  # int64, -1 while finite
 
 
-def sgd_update(p, grad, buf, first, hp: Members, prob: Problem, opts: StepOptions):
-    """One parameter's ``torch.optim.SGD`` update (SPEC §3b). Returns (p, buf)."""
-    d = grad
-    if opts.weight_decay:
-        wd = hp.weight_decay
-        d = torch.where(wd != 0, d + wd * p, d)  # d = gp + wd*p
-    if opts.momentum:
-        mu = hp.momentum
-        v = torch.where(first, d, mu * buf + prob.one_minus_dampening * d)
-        d_m = d + mu * v if opts.nesterov else v
-        d = torch.where(mu != 0, d_m, d)
-        buf = v
-    p = p + hp.neg_lr * d  # p.add_(d, alpha=-lr)
-    return p, buf
+class History(NamedTuple):
+    """Where a stepper writes the logged steps: rows (L, M) on the block's device; row
+    ``r`` holds (w, b) after step ``r * log_every`` of the whole run."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    log_every: int
 
 
-def sgd_step(state: State, xs, t, hp: Members, prob: Problem, opts: StepOptions,
-             track_divergence: bool = True) -> State:
-    """Step ``t`` (0-dim int64 tensor) on the samples ``xs`` (B float32 tensors)."""
+def step(state: State, samples, t, members: Members, consts: Constants, config: StepConfig,
+         track_divergence: bool = True) -> State:
+    """Step ``t`` (0-dim int64 tensor) on ``samples``: B pairs (x, target) of float32 tensors."""
     w, b = state.weight, state.bias
     gw = gb = None
-    for x in xs:  # the step's samples, all drawn with the old (w, b); sums left to right
+    for x, target in samples:  # all drawn with the old (w, b); sums left to right
         y = w * x + b
-        target = prob.a * x + prob.c
-        g = 2.0 * (y - target)  # dL/dy of (y - t)**2
+        g = 2.0 * (y - target)  # dL/dy of (y - target)**2
         gw = g * x if gw is None else gw + g * x
         gb = g if gb is None else gb + g
-    if len(xs) > 1:
-        gw = gw / prob.batch
-        gb = gb / prob.batch
+    if len(samples) > 1:
+        gw = gw / consts.batch
+        gb = gb / consts.batch
     first = t == 0
-    w, buf_w = sgd_update(w, gw, state.buf_weight, first, hp, prob, opts)
-    b, buf_b = sgd_update(b, gb, state.buf_bias, first, hp, prob, opts)
+    update = config.optimizer.update
+    w, w_state = update(config.flags, w, gw, state.weight_state, first, members.neg_lr, members.options,
+                        consts.optimizer)
+    b, b_state = update(config.flags, b, gb, state.bias_state, first, members.neg_lr, members.options,
+                        consts.optimizer)
     diverged_at = state.diverged_at
     if track_divergence:  # SPEC §4
         newly = (diverged_at < 0) & ~(torch.isfinite(w) & torch.isfinite(b))
         diverged_at = torch.where(newly, t, diverged_at)
-    return State(w, b, buf_w, buf_b, diverged_at)
+    return State(w, b, w_state, b_state, diverged_at)
 
 
-def run_steps(state: State, t0, hp: Members, prob: Problem, *, nsteps: int,
-              opts: StepOptions, record: bool = False, track_divergence: bool = True):
+def run_steps(state: State, t0, members: Members, consts: Constants, *, nsteps: int, config: StepConfig,
+              record: bool = False, track_divergence: bool = True):
     """Steps ``t0 .. t0 + nsteps - 1``; ``t0`` is a 0-dim int64 tensor with ``t0*B % 4 == 0``.
 
     Sample n = t*B + j is word ``n % 4`` of the data stream's block ``q = n // 4``;
@@ -114,21 +101,33 @@ def run_steps(state: State, t0, hp: Members, prob: Problem, *, nsteps: int,
 
     ``track_divergence=False`` leaves ``diverged_at`` alone; callers that use it
     rely on non-finite w or b staying non-finite (``p + (-lr)*d`` of a non-finite
-    p is never finite) and find the step afterwards (see ``fastneuron/kernels/compiled.py``).
+    p is never finite) and find the step afterwards (see ``kernels/compiled.py``).
     """
-    q0 = t0 * opts.batch_size // 4
+    batch = config.batch_size
+    q0 = t0 * batch // 4
     block = None
     ws, bs = [], []
     for k in range(nsteps):
-        xs = []
-        for j in range(opts.batch_size):
-            s = k * opts.batch_size + j
+        samples = []
+        for j in range(batch):
+            s = k * batch + j
             if s % 4 == 0:
-                block = data_block(hp.s_lo, hp.s_hi, q0 + s // 4, prob.lo, prob.span)
-            xs.append(block[s % 4])
-        state = sgd_step(state, xs, t0 + k, hp, prob, opts, track_divergence)
+                block = config.problem.draw(members.s_lo, members.s_hi, q0 + s // 4, consts.problem)
+            samples.append(block[s % 4])
+        state = step(state, samples, t0 + k, members, consts, config, track_divergence)
         if record:
             ws.append(state.weight)
             bs.append(state.bias)
     history = (torch.stack(ws), torch.stack(bs)) if record and nsteps else None
     return state, history
+
+
+def keep_logged(recorded, t: int, n: int, history: Optional[History]) -> None:
+    """Copy the rows of steps t .. t+n-1 that are logged (step % log_every == 0) from
+    ``recorded`` ((n, M) weights and biases, as :func:`run_steps` returns) into ``history``."""
+    if history is None or recorded is None:
+        return
+    every = history.log_every
+    for s in range(-(-t // every) * every, t + n, every):
+        history.weight[s // every] = recorded[0][s - t]
+        history.bias[s // every] = recorded[1][s - t]

@@ -3,15 +3,17 @@
 A result file is a NumPy ``.npz`` archive of plain arrays, read back with
 ``allow_pickle=False``, so loading never runs code. The member ``settings`` holds a
 UTF-8 JSON document with the run's settings, ``format`` ("fastneuron-result"),
-``format_version`` and the fastneuron version that wrote it. The arrays are:
+``format_version``, ``member_options`` and the fastneuron version that wrote it. The
+arrays are:
 
 =================  ========  ===========================================
 name               dtype     shape / meaning
 =================  ========  ===========================================
 ``seeds``          uint64    (M,)
 ``lrs``            float32   (M,)
-``momentum``       float32   (M,)
-``weight_decay``   float32   (M,)
+each option        float32   (M,) the optimizer's per-member options, named in the
+                             header's ``member_options`` (SGD: ``momentum``,
+                             ``weight_decay``; format 1 files have exactly those)
 ``weight``         float32   (M,) final weight, NaN where diverged
 ``bias``           float32   (M,) final bias, NaN where diverged
 ``diverged_at``    int64     (M,) step that made w or b non-finite, else -1
@@ -33,22 +35,19 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .optim import run_option_names
+from .problems import PROBLEMS, population_risk  # noqa: F401  (population_risk: re-exported)
+
 FORMAT = "fastneuron-result"
-FORMAT_VERSION = 1
+#: 2: per-member options named in the header (``member_options``). 1: always momentum
+#: and weight_decay (SGD), read as such.
+FORMAT_VERSION = 2
+_V1_MEMBER_OPTIONS = ("momentum", "weight_decay")
 _ARRAYS = {
-    "seeds": np.uint64, "lrs": np.float32, "momentum": np.float32, "weight_decay": np.float32,
+    "seeds": np.uint64, "lrs": np.float32,
     "weight": np.float32, "bias": np.float32, "diverged_at": np.int64,
     "history_steps": np.int64, "history_weight": np.float32, "history_bias": np.float32,
 }
-
-
-def population_risk(weight, bias, *, a: float, c: float, lo: float, hi: float) -> torch.Tensor:
-    """R(w, b) = E_x[(w x + b - a x - c)^2] for x ~ U[lo, hi), in float64 (SPEC §5)."""
-    dw = torch.as_tensor(weight).to(torch.float64) - a
-    db = torch.as_tensor(bias).to(torch.float64) - c
-    ex = (lo + hi) / 2.0
-    ex2 = (lo * lo + lo * hi + hi * hi) / 3.0
-    return dw * dw * ex2 + 2.0 * dw * db * ex + db * db
 
 
 @dataclass
@@ -56,14 +55,16 @@ class TrainResult:
     """Final parameters of every member, and the history when ``log_every`` was given.
 
     Tensors live on the CPU. ``seeds`` is a uint64 NumPy array (torch has no full
-    uint64 arithmetic). ``settings`` holds the run-wide settings: steps, batch_size,
-    a, c, lo, hi, dampening, nesterov, log_every, backend, device.
+    uint64 arithmetic). ``member_options`` holds the optimizer's per-member options by
+    name, each also an attribute (SGD: ``result.momentum``, ``result.weight_decay``).
+    ``settings`` holds the run-wide settings (``fastneuron.spec.RunSpec.settings``):
+    steps, batch_size, log_every, optimizer and its options, problem and its options,
+    backend, device.
     """
 
     seeds: np.ndarray
     lrs: torch.Tensor
-    momentum: torch.Tensor
-    weight_decay: torch.Tensor
+    member_options: dict
     weight: torch.Tensor
     bias: torch.Tensor
     diverged_at: torch.Tensor
@@ -75,17 +76,25 @@ class TrainResult:
     def __len__(self) -> int:
         return self.weight.numel()
 
+    def __getattr__(self, name: str):
+        options = self.__dict__.get("member_options") or {}
+        if name in options:
+            return options[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
     def __repr__(self) -> str:
         s = self.settings
         return (f"TrainResult(members={len(self)}, steps={s['steps']}, backend={s['backend']!r}, "
                 f"diverged={int((self.diverged_at >= 0).sum())}, logged={len(self.history_steps)})")
 
+    @property
+    def problem(self):
+        """The run's problem object (:mod:`fastneuron.problems`), from the settings."""
+        cls = PROBLEMS[self.settings.get("problem", "linear")]
+        return cls(**{k: self.settings[k] for k in run_option_names(cls)})
+
     def _risk(self, w, b) -> torch.Tensor:
-        s = self.settings
-        # The x stream's support: lo32 + span32 * [0, 1).
-        lo = float(np.float32(s["lo"]))
-        hi = lo + float(np.float32(np.float64(s["hi"]) - np.float64(s["lo"])))
-        return population_risk(w, b, a=float(np.float32(s["a"])), c=float(np.float32(s["c"])), lo=lo, hi=hi)
+        return self.problem.population_risk(w, b)
 
     @property
     def risk(self) -> torch.Tensor:
@@ -122,19 +131,20 @@ class TrainResult:
     # -- files -----------------------------------------------------------------
     def save(self, path) -> None:
         """Write the result to ``path`` (``.npz``) atomically: a temporary file, then a rename."""
-        from . import __version__
+        from ._version import __version__
 
         arrays: dict[str, Any] = {
-            "seeds": self.seeds, "lrs": self.lrs, "momentum": self.momentum,
-            "weight_decay": self.weight_decay, "weight": self.weight, "bias": self.bias,
+            "seeds": self.seeds, "lrs": self.lrs, "weight": self.weight, "bias": self.bias,
             "diverged_at": self.diverged_at, "history_steps": self.history_steps,
         }
         if self.history_weight is not None:
             arrays["history_weight"] = self.history_weight
             arrays["history_bias"] = self.history_bias
-        arrays = {k: np.ascontiguousarray(np.asarray(v), dtype=_ARRAYS[k]) for k, v in arrays.items()}
+        dtypes = {**_ARRAYS, **dict.fromkeys(self.member_options, np.float32)}
+        arrays.update(self.member_options)
+        arrays = {k: np.ascontiguousarray(np.asarray(v), dtype=dtypes[k]) for k, v in arrays.items()}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastneuron_version": __version__,
-                "settings": self.settings}
+                "member_options": list(self.member_options), "settings": self.settings}
         arrays["settings"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -185,11 +195,16 @@ def load(path) -> TrainResult:
     if version > FORMAT_VERSION:
         raise ValueError(f"{path}: format version {version} is newer than this "
                          f"fastneuron reads ({FORMAT_VERSION})")
-    missing = [k for k in _ARRAYS if k not in data and not k.startswith("history_w") and k != "history_bias"]
+    option_names = meta.get("member_options", list(_V1_MEMBER_OPTIONS)) if version >= 2 else _V1_MEMBER_OPTIONS
+    if not isinstance(option_names, list | tuple) or not all(isinstance(k, str) and k not in _ARRAYS
+                                                              for k in option_names):
+        raise ValueError(f"{path}: broken '{FORMAT}' header (member_options {option_names!r})")
+    dtypes = {**_ARRAYS, **dict.fromkeys(option_names, np.float32)}
+    missing = [k for k in dtypes if k not in data and not k.startswith("history_w") and k != "history_bias"]
     if ("history_weight" in data) != ("history_bias" in data):
         missing.append("history_bias" if "history_weight" in data else "history_weight")
     for k, v in data.items():
-        if k not in _ARRAYS or v.dtype != _ARRAYS[k]:
+        if k not in dtypes or v.dtype != dtypes[k]:
             raise ValueError(f"{path}: unexpected array {k!r} of {v.dtype}")
     if missing:
         raise ValueError(f"{path}: missing arrays {missing}")
@@ -201,7 +216,7 @@ def load(path) -> TrainResult:
             raise ValueError(f"{path}: array {k!r} has shape {v.shape}, expected {shapes[k]}")
     t = {k: torch.from_numpy(v.copy()) for k, v in data.items() if k != "seeds"}
     return TrainResult(
-        seeds=data["seeds"].copy(), lrs=t["lrs"], momentum=t["momentum"], weight_decay=t["weight_decay"],
+        seeds=data["seeds"].copy(), lrs=t["lrs"], member_options={k: t[k] for k in option_names},
         weight=t["weight"], bias=t["bias"], diverged_at=t["diverged_at"], settings=meta["settings"],
         history_steps=t["history_steps"], history_weight=t.get("history_weight"),
         history_bias=t.get("history_bias"),

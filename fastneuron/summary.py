@@ -6,10 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Per-member columns of a TrainResult that ``summary(by=...)`` can group on.
-GROUP_KEYS = ("lr", "momentum", "weight_decay", "seed")
-
-
 @dataclass
 class Summary:
     """Rows of a summary: one dict per group. ``str()`` gives a readable table."""
@@ -54,13 +50,13 @@ def summarize(result, by=("lr",), tol: float = 1e-4) -> Summary:
     if isinstance(by, str):
         by = (by,)
     by = tuple(by)
+    columns = {"lr": result.lrs.numpy(), **{k: v.numpy() for k, v in result.member_options.items()},
+               "seed": result.seeds}
     for key in by:
-        if key not in GROUP_KEYS:
-            raise ValueError(f"by: unknown column {key!r}; choose from {', '.join(GROUP_KEYS)}")
+        if key not in columns:
+            raise ValueError(f"by: unknown column {key!r}; choose from {', '.join(columns)}")
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
-    columns = {"lr": result.lrs.numpy(), "momentum": result.momentum.numpy(),
-               "weight_decay": result.weight_decay.numpy(), "seed": result.seeds}
     keys = np.stack([columns[k].astype(np.float64) if k != "seed" else columns[k].astype(np.uint64).astype(object)
                      for k in by], axis=1) if by else np.zeros((len(result), 0))
     risk = result.risk.numpy()

@@ -46,7 +46,8 @@ def assert_same_results(expected, actual, *, members: bool = False) -> None:
     ``members``, their seeds and per-member hyperparameters too)."""
     if members:
         assert np.array_equal(expected.seeds, actual.seeds), "seeds differ"
-        for name in ("lrs", "momentum", "weight_decay"):
+        assert list(expected.member_options) == list(actual.member_options), "other per-member options"
+        for name in ("lrs", *expected.member_options):
             assert_bits_equal(name, getattr(expected, name), getattr(actual, name))
     assert_bits_equal("weight", expected.weight, actual.weight)
     assert_bits_equal("bias", expected.bias, actual.bias)

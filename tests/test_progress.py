@@ -3,12 +3,12 @@
 import pytest
 
 import fastneuron as fn
-from fastneuron import _driver
+from fastneuron import progress
 
 
 @pytest.fixture
 def no_delay(monkeypatch):
-    monkeypatch.setattr(_driver, "PROGRESS_DELAY_S", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_DELAY_S", 0.0)
 
 
 def final_line(err: str) -> str:

@@ -16,6 +16,7 @@ import torch
 import fastneuron
 from fastneuron import checkpoint as ckpt
 from fastneuron import result as result_mod
+from fastneuron.spec import RunSpec
 
 U64_MAX = 2**64 - 1
 
@@ -243,8 +244,24 @@ def test_foreign_or_broken_headers(run, tmp_path):
 def test_newer_format_version(run, tmp_path):
     arrays = _good_arrays(run)
     meta = json.loads(bytes(arrays["settings"]).decode())
-    _npz(tmp_path / "v2.npz", **{**arrays, "settings": _header(**{**meta, "format_version": 2})})
-    _expect_refused(tmp_path / "v2.npz", "format version 2")
+    newer = result_mod.FORMAT_VERSION + 1
+    _npz(tmp_path / "newer.npz", **{**arrays, "settings": _header(**{**meta, "format_version": newer})})
+    _expect_refused(tmp_path / "newer.npz", f"format version {newer}")
+
+
+def test_format_1_still_loads(run, tmp_path):
+    """A file of format 1 (SGD's momentum and weight_decay always there, no
+    member_options in the header) loads as before."""
+    arrays = _good_arrays(run)
+    meta = json.loads(bytes(arrays["settings"]).decode())
+    del meta["member_options"]
+    v1_settings = {k: v for k, v in meta["settings"].items() if k not in ("optimizer", "problem")}
+    _npz(tmp_path / "v1.npz", **{**arrays, "settings": _header(**{**meta, "format_version": 1,
+                                                                   "settings": v1_settings})})
+    got = fastneuron.load(tmp_path / "v1.npz")
+    assert torch.equal(got.momentum, run.momentum) and torch.equal(got.weight_decay, run.weight_decay)
+    assert list(got.member_options) == ["momentum", "weight_decay"]
+    torch.testing.assert_close(got.risk, run.risk, rtol=0, atol=0, equal_nan=True)
 
 
 def test_wrong_arrays(run, tmp_path):
@@ -292,7 +309,7 @@ def test_loading_never_unpickles(run, tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "loads", no_pickle)
     for name in ("obj-weight.npz", "obj-header.npz", "raw.pkl", "obj.npy"):
         _expect_refused(tmp_path / name)
-        settings = dict(run.settings)
+        spec = RunSpec.build(run.seeds, run.lrs, run.settings["steps"], backend="eager")
         with pytest.raises(ValueError):
-            ckpt.load_checkpoint(tmp_path / name, settings=settings, digest="")
+            ckpt.load_checkpoint(tmp_path / name, spec)
     assert not os.path.exists(marker)

@@ -20,7 +20,7 @@ import torch
 from compare import bits, assert_same_results
 
 import fastneuron
-from fastneuron import api
+from fastneuron import engine
 
 U64_MAX = 2**64 - 1
 
@@ -51,17 +51,17 @@ RUN = dict(
 def run_with_snapshots(monkeypatch, tmp_path, **kw):
     """Train with a checkpoint after every chunk; return the result and a copy of
     every checkpoint written, with its (block_start, block_stop, step)."""
-    real = api.save_checkpoint
+    real = engine.save_checkpoint
     snaps = []
 
-    def spy(path, **k):
-        real(path, **k)
+    def spy(path, spec, **k):
+        real(path, spec, **k)
         dst = tmp_path / f"snap{len(snaps):03d}.ckpt"
         shutil.copyfile(path, dst)
         snaps.append((dst, (k["block_start"], k["block_stop"], k["step"])))
 
     with monkeypatch.context() as mp:
-        mp.setattr(api, "save_checkpoint", spy)
+        mp.setattr(engine, "save_checkpoint", spy)
         r = fastneuron.train(**kw, checkpoint=tmp_path / "live.ckpt", checkpoint_every=0, progress=False)
     return r, snaps
 
@@ -85,7 +85,7 @@ def test_resume_from_every_checkpoint(backend, reference, monkeypatch, tmp_path)
         assert any(p[0] == b0 and 0 < p[2] < steps for p in positions), (b0, positions)
     assert (3, 6, 0) in positions and (6, 7, 0) in positions
     assert positions[-1] == (m, m, steps)
-    real_run_block = api.run_block
+    real_run_block = engine.train_block
     for snap, (b0, b1, t) in snaps:
         # The resumed run must start where the checkpoint stands, not redo the run:
         # it trains the rest of the block at step t, then the later blocks from 0.
@@ -96,7 +96,7 @@ def test_resume_from_every_checkpoint(backend, reference, monkeypatch, tmp_path)
             return real_run_block(stepper, state, t_from, t_to, *args, **kwargs)
 
         with monkeypatch.context() as mp:
-            mp.setattr(api, "run_block", counting_run_block)
+            mp.setattr(engine, "train_block", counting_run_block)
             resumed = fastneuron.train(**RUN, backend=backend, resume=snap, progress=False)
         try:
             assert_same(ref, resumed)
@@ -163,17 +163,17 @@ def test_uninterrupted_checkpoint_then_resume_is_a_no_op(reference, tmp_path):
 def mid_checkpoint(tmp_path_factory):
     """A checkpoint from the middle of an eager run of RUN."""
     d = tmp_path_factory.mktemp("mid")
-    real = api.save_checkpoint
+    real = engine.save_checkpoint
     kept = []
 
-    def spy(path, **k):
-        real(path, **k)
+    def spy(path, spec, **k):
+        real(path, spec, **k)
         if k["step"] == 20 and not kept:
             shutil.copyfile(path, d / "mid.ckpt")
             kept.append(k)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(api, "save_checkpoint", spy)
+    mp.setattr(engine, "save_checkpoint", spy)
     try:
         fastneuron.train(**RUN, backend="eager", checkpoint=d / "live.ckpt", checkpoint_every=0, progress=False)
     finally:

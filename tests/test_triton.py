@@ -14,7 +14,9 @@ from compare import assert_bits_equal, assert_same_results, lrs_for, seeds_for
 from conftest import DEVICES, SPEC_VECTORS, requires_cuda, requires_triton
 
 import fastneuron as fn
-from fastneuron.reference import Members, Problem, State, StepOptions, run_steps
+from fastneuron.optim import SGD, SGDConstants, SGDFlags, SGDOptions
+from fastneuron.problems import LinearConstants, LinearTarget
+from fastneuron.reference import Constants, History, Members, State, StepConfig, run_steps
 from fastneuron.rng import init_params, split_seeds
 
 U64_MAX = 2**64 - 1
@@ -158,50 +160,60 @@ def test_sample_loop_path(monkeypatch, batch_size):
                  weight_decay=[0.0, 0.1, 0.0, 0.2, 0.0, 0.0, 0.3])
 
 
-def _problem(device, *, a=2.0, c=1.0, lo=1.0, hi=5.0, batch=1, dampening=0.0):
+def _consts(device, *, a=2.0, c=1.0, lo=1.0, hi=5.0, batch=1, dampening=0.0):
     f32 = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
-    return Problem(a=f32(a), c=f32(c), lo=f32(lo), span=f32(hi - lo), batch=f32(batch),
-                   one_minus_dampening=f32(1.0 - dampening))
+    return Constants(problem=LinearConstants(a=f32(a), c=f32(c), lo=f32(lo), span=f32(hi - lo)),
+                     optimizer=SGDConstants(one_minus_dampening=f32(1.0 - dampening)), batch=f32(batch))
+
+
+def _config(batch_size=1, **flags):
+    return StepConfig(batch_size=batch_size, optimizer=SGD, flags=SGDFlags(**flags), problem=LinearTarget)
 
 
 def _members(seeds, lrs, device, momentum=None, weight_decay=None):
     s_lo, s_hi = split_seeds(torch.tensor([s - 2**64 if s >= 2**63 else s for s in seeds], dtype=torch.int64))
     f32 = lambda v: None if v is None else torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
-    return Members(s_lo=s_lo.to(device), s_hi=s_hi.to(device), neg_lr=-f32(lrs), momentum=f32(momentum),
-                   weight_decay=f32(weight_decay))
+    return Members(s_lo=s_lo.to(device), s_hi=s_hi.to(device), neg_lr=-f32(lrs),
+                   options=SGDOptions(momentum=f32(momentum), weight_decay=f32(weight_decay)))
+
+
+def _state(w, b, div, buffers=None):
+    """A State; ``buffers``: None (no momentum) or (buf_weight, buf_bias)."""
+    if buffers is None:
+        return State(w, b, (), (), div)
+    return State(w, b, (buffers[0],), (buffers[1],), div)
 
 
 def _check_stepper_in_chunks(device):
-    """The stepper under the driver's loop, in chunks of 8 steps, against the reference."""
-    from fastneuron._driver import fresh_state, run_block
+    """The stepper under the engine's loop, in chunks of 8 steps, against the reference."""
+    from fastneuron.engine import fresh_state, train_block
     from fastneuron.kernels.triton_sgd import TritonStepper
 
     seeds, lrs, steps, every = seeds_for(9), [5.0, 0.01, 0.003, 2.0, 0.02] + [0.01] * 4, 37, 3
-    opts = StepOptions(batch_size=3, momentum=True, weight_decay=True)
+    config = _config(batch_size=3, momentum=True, weight_decay=True)
     mus, wds = [0.9, 0.0, 0.5] * 3, [0.0, 0.1, 0.01] * 3
-    prob = _problem(device, batch=3)
-    hp = _members(seeds, lrs, device, mus, wds)
+    consts = _consts(device, batch=3)
+    members = _members(seeds, lrs, device, mus, wds)
     rows = len(range(0, steps, every))
-    hist_w = torch.full((rows, 9), -7.0, device=device)
-    hist_b = torch.full((rows, 9), -7.0, device=device)
+    history = History(torch.full((rows, 9), -7.0, device=device), torch.full((rows, 9), -7.0, device=device), every)
     done = []
     stepper = TritonStepper()
     stepper.chunk_steps = 8
-    state = run_block(stepper, fresh_state(stepper, hp, opts), 0, steps, hp, prob, opts, every,
-                      (hist_w, hist_b), lambda t, state, n: done.append(n))
+    state = train_block(stepper, fresh_state(stepper, members, config, ("buf",)), 0, steps, members, consts,
+                        config, history, lambda t, state, n: done.append(n))
     w, b, div = state.weight, state.bias, state.diverged_at
     assert done == [8, 8, 8, 8, 5]
 
-    hp_cpu, prob_cpu = _members(seeds, lrs, "cpu", mus, wds), _problem("cpu", batch=3)
-    w0, b0 = init_params(hp_cpu.s_lo, hp_cpu.s_hi)
-    state = State(w0, b0, torch.zeros(9), torch.zeros(9), torch.full((9,), -1, dtype=torch.int64))
-    state, (rec_w, rec_b) = run_steps(state, torch.tensor(0), hp_cpu, prob_cpu, nsteps=steps, opts=opts,
+    members_cpu, consts_cpu = _members(seeds, lrs, "cpu", mus, wds), _consts("cpu", batch=3)
+    w0, b0 = init_params(members_cpu.s_lo, members_cpu.s_hi)
+    state = _state(w0, b0, torch.full((9,), -1, dtype=torch.int64), (torch.zeros(9), torch.zeros(9)))
+    state, (rec_w, rec_b) = run_steps(state, torch.tensor(0), members_cpu, consts_cpu, nsteps=steps, config=config,
                                       record=True)
     assert_bits_equal("weight", state.weight, w)
     assert_bits_equal("bias", state.bias, b)
     assert_bits_equal("diverged_at", state.diverged_at, div)
-    assert_bits_equal("history_weight", rec_w[::every], hist_w)
-    assert_bits_equal("history_bias", rec_b[::every], hist_b)
+    assert_bits_equal("history_weight", rec_w[::every], history.weight)
+    assert_bits_equal("history_bias", rec_b[::every], history.bias)
     assert (div >= 0).any() and (div < 0).any()
 
 
@@ -210,14 +222,15 @@ def _check_late_steps(device):
     from fastneuron.kernels.triton_sgd import TritonStepper
 
     for batch, t0 in ((1, 2**34 - 8), (3, 2**33 + 4), (1, 2**40)):
-        opts = StepOptions(batch_size=batch)
+        config = _config(batch_size=batch)
         seeds, lrs = seeds_for(5), [0.01, 0.003, 0.02, 0.001, 0.005]
-        hp_cpu, prob_cpu = _members(seeds, lrs, "cpu"), _problem("cpu", batch=batch)
-        w0, b0 = init_params(hp_cpu.s_lo, hp_cpu.s_hi)
-        start = State(w0, b0, None, None, torch.full((5,), -1, dtype=torch.int64))
-        ref, _ = run_steps(start, torch.tensor(t0), hp_cpu, prob_cpu, nsteps=16, opts=opts)
-        got = TritonStepper()(State(*(None if x is None else x.to(device) for x in start)), torch.tensor(t0),
-                              _members(seeds, lrs, device), _problem(device, batch=batch), nsteps=16, opts=opts)
+        members_cpu, consts_cpu = _members(seeds, lrs, "cpu"), _consts("cpu", batch=batch)
+        w0, b0 = init_params(members_cpu.s_lo, members_cpu.s_hi)
+        start = _state(w0, b0, torch.full((5,), -1, dtype=torch.int64))
+        ref, _ = run_steps(start, torch.tensor(t0), members_cpu, consts_cpu, nsteps=16, config=config)
+        on_device = _state(w0.to(device), b0.to(device), start.diverged_at.to(device))
+        got = TritonStepper()(on_device, t0, _members(seeds, lrs, device), _consts(device, batch=batch), nsteps=16,
+                              config=config, history=None)
         assert_bits_equal(f"weight (t0={t0}, B={batch})", ref.weight, got.weight)
         assert_bits_equal(f"bias (t0={t0}, B={batch})", ref.bias, got.bias)
 
@@ -236,28 +249,28 @@ def test_late_steps():
 def test_launcher_rejects_bad_inputs():
     from fastneuron.kernels.triton_sgd import TritonStepper
 
-    hp, prob, opts = _members([1, 2], [0.01, 0.01], "cpu"), _problem("cpu"), StepOptions()
-    state = State(torch.zeros(2), torch.zeros(2), None, None, torch.full((2,), -1))
+    members, consts, config = _members([1, 2], [0.01, 0.01], "cpu"), _consts("cpu"), _config()
+    state = _state(torch.zeros(2), torch.zeros(2), torch.full((2,), -1))
 
-    def raises(match, hp, prob, opts, nsteps, **kwargs):
+    def raises(match, members, consts, config, nsteps, history=None, t0=0, state=state):
         with pytest.raises(ValueError, match=match):
-            TritonStepper()(state, 0, hp, prob, nsteps=nsteps, opts=opts, **kwargs)
+            TritonStepper()(state, t0, members, consts, nsteps=nsteps, config=config, history=history)
 
-    raises("hp.s_hi", hp._replace(s_hi=hp.s_hi.to(torch.int64)), prob, opts, 4)
-    raises("hp.neg_lr", hp._replace(neg_lr=hp.neg_lr[:1]), prob, opts, 4)
-    raises("hp.neg_lr", hp._replace(neg_lr=hp.neg_lr.double()), prob, opts, 4)
-    raises("hp.momentum", hp, prob, StepOptions(momentum=True), 4)
-    raises("prob.span", hp, prob._replace(span=torch.ones(1)), opts, 4)
-    raises("nsteps", hp, prob, opts, -1)
-    raises("log_every", hp, prob, opts, 4, hist=(torch.zeros(4, 2), torch.zeros(4, 2)))
-    raises("hist_b", hp, prob, opts, 4, log_every=1, hist=(torch.zeros(3, 2), torch.zeros(4, 2)))
-    raises("hist_w has 3 rows", hp, prob, opts, 4, log_every=1, hist=(torch.zeros(3, 2), torch.zeros(3, 2)))
-    raises("hist_b", hp, prob, opts, 4, log_every=1, hist=(torch.zeros(4, 2), None))
-    raises("batch_size", hp, prob, StepOptions(batch_size=0), 4)
-    with pytest.raises(ValueError, match="multiple of 4"):
-        TritonStepper()(state, torch.tensor(2), hp, prob, nsteps=4, opts=opts)
-    with pytest.raises(ValueError, match="state.diverged_at"):
-        TritonStepper()(state._replace(diverged_at=torch.zeros(2)), 0, hp, prob, nsteps=4, opts=opts)
+    raises("members.s_hi", members._replace(s_hi=members.s_hi.to(torch.int64)), consts, config, 4)
+    raises("members.neg_lr", members._replace(neg_lr=members.neg_lr[:1]), consts, config, 4)
+    raises("members.neg_lr", members._replace(neg_lr=members.neg_lr.double()), consts, config, 4)
+    raises("options.momentum", members, consts, _config(momentum=True), 4)
+    raises("consts.span", members, consts._replace(problem=consts.problem._replace(span=torch.ones(1))), config, 4)
+    raises("nsteps", members, consts, config, -1)
+    raises("history.log_every", members, consts, config, 4, History(torch.zeros(4, 2), torch.zeros(4, 2), 0))
+    raises("history.bias", members, consts, config, 4, History(torch.zeros(4, 2), torch.zeros(3, 2), 1))
+    raises("history.weight has 3 rows", members, consts, config, 4, History(torch.zeros(3, 2), torch.zeros(3, 2), 1))
+    raises("history.bias", members, consts, config, 4, History(torch.zeros(4, 2), None, 1))
+    raises("batch_size", members, consts, _config(batch_size=0), 4)
+    raises("runs SGD on the linear problem", members, consts,
+           StepConfig(batch_size=1, optimizer=object, flags=SGDFlags(), problem=LinearTarget), 4)
+    raises("multiple of 4", members, consts, config, 4, t0=torch.tensor(2))
+    raises("state.diverged_at", members, consts, config, 4, state=state._replace(diverged_at=torch.zeros(2)))
 
 
 # ---------------------------------------------------------------------------- on CUDA
@@ -300,11 +313,11 @@ class TestCuda:
     def test_tensors_on_different_devices(self):
         from fastneuron.kernels.triton_sgd import TritonStepper
 
-        hp = _members([1, 2], [0.01, 0.01], "cuda")
-        state = State(torch.zeros(2, device="cuda"), torch.zeros(2, device="cuda"), None, None,
-                      torch.full((2,), -1, device="cuda"))
-        with pytest.raises(ValueError, match="hp.neg_lr"):
-            TritonStepper()(state, 0, hp._replace(neg_lr=hp.neg_lr.cpu()), _problem("cuda"), nsteps=4,
-                            opts=StepOptions())
-        with pytest.raises(ValueError, match="prob.a"):
-            TritonStepper()(state, 0, hp, _problem("cpu"), nsteps=4, opts=StepOptions())
+        members = _members([1, 2], [0.01, 0.01], "cuda")
+        zeros = torch.zeros(2, device="cuda")
+        state = _state(zeros, zeros.clone(), torch.full((2,), -1, device="cuda"))
+        with pytest.raises(ValueError, match="members.neg_lr"):
+            TritonStepper()(state, 0, members._replace(neg_lr=members.neg_lr.cpu()), _consts("cuda"), nsteps=4,
+                            config=_config(), history=None)
+        with pytest.raises(ValueError, match="consts.a"):
+            TritonStepper()(state, 0, members, _consts("cpu"), nsteps=4, config=_config(), history=None)

@@ -7,11 +7,13 @@ for line, divergence (SPEC §4) is tracked per step, and logged steps are writte
 straight into the history. Nothing but the logged history touches memory between the
 chunk's first and last step.
 
-Callers use :class:`TritonStepper`, the stepper of ``fastneuron._driver`` (and so of
-``fastneuron.train``): the driver runs it in chunks of :data:`CHUNK_STEPS` steps (a
-multiple of 4: each launch starts at a sample index ``n = t*B`` that is a multiple of
-4, at the start of a Philox block), with the state updated in place between launches,
-so that it can show progress, checkpoint and resume between chunks.
+Callers use :class:`TritonStepper`, a :class:`fastneuron.kernels.Stepper`: the engine
+runs it in chunks of :data:`CHUNK_STEPS` steps (a multiple of 4: each launch starts at
+a sample index ``n = t*B`` that is a multiple of 4, at the start of a Philox block),
+with the state updated in place between launches, so that it can show progress,
+checkpoint and resume between chunks. It has kernels for the SGD optimizer
+(:class:`fastneuron.optim.SGD`, its flags as constexprs) on the linear problem
+(:class:`fastneuron.problems.LinearTarget`).
 
 Bit-exactness: every float op is a separately rounded float32 op, as in
 :mod:`fastneuron.reference`. The kernel is compiled with ``enable_fp_fusion=False``
@@ -25,6 +27,7 @@ tensors; that is how the tests check it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -33,7 +36,10 @@ import torch
 import triton
 import triton.language as tl
 
-from fastneuron.reference import Members, Problem, State, StepOptions
+from fastneuron._validate import check_int
+from fastneuron.optim import SGD, SGDFlags
+from fastneuron.problems import LinearTarget
+from fastneuron.reference import Constants, History, Members, State, StepConfig
 
 #: Steps per launch: a multiple of 4 (see the module docstring). Long enough that launch
 #: overhead (~10 us) is nothing against a chunk's work, short enough for the progress
@@ -64,8 +70,8 @@ MAX_UNROLLED_SAMPLES = 32
 #: The largest finite float32: |p| <= FLT_MAX is False for inf and NaN.
 FLT_MAX = tl.constexpr(3.4028234663852886e38)
 
-#: Settings of :class:`Problem`, in the order the kernel reads them from one tensor.
-_PROBLEM_FIELDS = ("a", "c", "lo", "span", "batch", "one_minus_dampening")
+#: The run-wide constants, in the order the kernel reads them from ``prob_ptr``.
+_CONSTANT_NAMES = ("a", "c", "lo", "span", "batch", "one_minus_dampening")
 
 
 def _interpreting() -> bool:
@@ -108,14 +114,14 @@ def _grad(w, b, x, a, c):
 
 
 @triton.jit
-def _sgd(p, d, buf, first, neg_lr, mu, wd, one_minus_dampening,
+def _sgd(p, d, buf, first, neg_lr, mu, wd, undamped,
          WEIGHT_DECAY: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr):
     """One parameter's ``torch.optim.SGD`` update (SPEC §3b), as ``reference.sgd_update``:
     an option that is 0 for a member is skipped for it (a select), not computed with 0."""
     if WEIGHT_DECAY:
         d = tl.where(wd != 0, d + wd * p, d)
     if MOMENTUM:
-        v = tl.where(first, d, mu * buf + one_minus_dampening * d)
+        v = tl.where(first, d, mu * buf + undamped * d)
         if NESTEROV:
             d_m = d + mu * v
         else:
@@ -127,7 +133,7 @@ def _sgd(p, d, buf, first, neg_lr, mu, wd, one_minus_dampening,
 
 
 @triton.jit
-def _finish_step(t, gw, gb, w, b, vw, vb, div, neg_lr, mu, wd, omd, batch,
+def _finish_step(t, gw, gb, w, b, vw, vb, diverged_at, neg_lr, mu, wd, undamped, batch,
                  BATCH: tl.constexpr, WEIGHT_DECAY: tl.constexpr, MOMENTUM: tl.constexpr,
                  NESTEROV: tl.constexpr):
     """Step ``t`` from the summed gradients: batch mean, update, divergence (SPEC §4)."""
@@ -135,11 +141,11 @@ def _finish_step(t, gw, gb, w, b, vw, vb, div, neg_lr, mu, wd, omd, batch,
         gw = tl.math.div_rn(gw, batch)
         gb = tl.math.div_rn(gb, batch)
     first = t == 0
-    w, vw = _sgd(w, gw, vw, first, neg_lr, mu, wd, omd, WEIGHT_DECAY, MOMENTUM, NESTEROV)
-    b, vb = _sgd(b, gb, vb, first, neg_lr, mu, wd, omd, WEIGHT_DECAY, MOMENTUM, NESTEROV)
+    w, vw = _sgd(w, gw, vw, first, neg_lr, mu, wd, undamped, WEIGHT_DECAY, MOMENTUM, NESTEROV)
+    b, vb = _sgd(b, gb, vb, first, neg_lr, mu, wd, undamped, WEIGHT_DECAY, MOMENTUM, NESTEROV)
     finite = (tl.abs(w) <= FLT_MAX) & (tl.abs(b) <= FLT_MAX)
-    div = tl.where((div < 0) & ~finite, t, div)
-    return w, b, vw, vb, div
+    diverged_at = tl.where((diverged_at < 0) & ~finite, t, diverged_at)
+    return w, b, vw, vb, diverged_at
 
 
 @triton.jit
@@ -211,7 +217,7 @@ def sgd_kernel(
     lo = tl.load(prob_ptr + 2)
     span = tl.load(prob_ptr + 3)
     batch = tl.load(prob_ptr + 4)
-    omd = tl.load(prob_ptr + 5)
+    undamped = tl.load(prob_ptr + 5)  # float32(1 - tau)
 
     vw = zero
     vb = zero
@@ -221,11 +227,11 @@ def sgd_kernel(
         r0, r1, _, _ = tl.philox(1, z, z, s_lo, s_hi)
         w = -1.0 + 2.0 * tl.uint_to_uniform_float(r0)
         b = -1.0 + 2.0 * tl.uint_to_uniform_float(r1)
-        div = tl.full([BLOCK], -1, dtype=tl.int64)
+        diverged_at = tl.full([BLOCK], -1, dtype=tl.int64)
     else:
         w = tl.load(w_ptr + offs, mask=mask, other=0.0)
         b = tl.load(b_ptr + offs, mask=mask, other=0.0)
-        div = tl.load(div_ptr + offs, mask=mask, other=-1)
+        diverged_at = tl.load(div_ptr + offs, mask=mask, other=-1)
         if MOMENTUM:
             vw = tl.load(vw_ptr + offs, mask=mask, other=0.0)
             vb = tl.load(vb_ptr + offs, mask=mask, other=0.0)
@@ -267,7 +273,7 @@ def sgd_kernel(
                     else:
                         gw = gw + gxw
                         gb = gb + gxb
-                w, b, vw, vb, div = _finish_step(t, gw, gb, w, b, vw, vb, div, neg_lr, mu, wd, omd,
+                w, b, vw, vb, diverged_at = _finish_step(t, gw, gb, w, b, vw, vb, diverged_at, neg_lr, mu, wd, undamped,
                                                  batch, BATCH, WEIGHT_DECAY, MOMENTUM, NESTEROV)
                 if HISTORY:
                     next_log, row = _log(t, w, b, next_log, row, hist_w_ptr, hist_b_ptr,
@@ -285,7 +291,7 @@ def sgd_kernel(
                 gxw, gxb = _grad(w, b, x, a, c)
                 gw = gw + gxw
                 gb = gb + gxb
-        w, b, vw, vb, div = _finish_step(t, gw, gb, w, b, vw, vb, div, neg_lr, mu, wd, omd,
+        w, b, vw, vb, diverged_at = _finish_step(t, gw, gb, w, b, vw, vb, diverged_at, neg_lr, mu, wd, undamped,
                                          batch, BATCH, WEIGHT_DECAY, MOMENTUM, NESTEROV)
         if HISTORY:
             next_log, row = _log(t, w, b, next_log, row, hist_w_ptr, hist_b_ptr,
@@ -293,92 +299,89 @@ def sgd_kernel(
 
     tl.store(w_ptr + offs, w, mask=mask)
     tl.store(b_ptr + offs, b, mask=mask)
-    tl.store(div_ptr + offs, div, mask=mask)
+    tl.store(div_ptr + offs, diverged_at, mask=mask)
     if MOMENTUM:
         tl.store(vw_ptr + offs, vw, mask=mask)
         tl.store(vb_ptr + offs, vb, mask=mask)
 
 
-def _launch(hp: Members, probv: torch.Tensor, opts: StepOptions, state, t0: int, nsteps: int,
-            log_every: Optional[int], hist, *, init: bool, block_size: Optional[int]) -> None:
-    """One launch of :func:`sgd_kernel` on checked inputs; ``state`` = (w, b, vw, vb, div)
-    is read (unless ``init``) and written in place."""
-    w, b, vw, vb, div = state
+def _launch(members: Members, constants: torch.Tensor, flags: SGDFlags, batch: int, state, t0: int, nsteps: int,
+            history: Optional[History], *, init: bool, block_size: Optional[int]) -> None:
+    """One launch of :func:`sgd_kernel` on checked inputs; ``state`` = (w, b, vw, vb, diverged_at)
+    is read (unless ``init``) and written in place, on the tensors' device."""
+    w, b, vw, vb, diverged_at = state
     m = w.numel()
     bs = block_size or (INTERPRET_BLOCK_SIZE if _interpreting() else BLOCK_SIZE)
     if bs < 1 or bs & (bs - 1):
         raise ValueError(f"block_size must be a power of 2, got {bs}")
-    batch = opts.batch_size
     if (t0 * batch) % 4:
         raise ValueError(f"t0 * batch_size must be a multiple of 4, got t0={t0}, batch_size={batch}")
     group = 4 // math.gcd(batch, 4)  # steps per Philox-aligned group: group*B % 4 == 0
-    hw, hb = hist if hist is not None else (w, w)  # placeholders when unused
+    hw, hb = (history.weight, history.bias) if history is not None else (w, w)  # placeholders when unused
+    opts = members.options
     grid = (triton.cdiv(m, bs),)
-    with np.errstate(over="ignore", invalid="ignore"):  # the interpreter's numpy, on divergence
+    on_device = torch.cuda.device(w.device) if w.device.type == "cuda" else contextlib.nullcontext()
+    with on_device, np.errstate(over="ignore", invalid="ignore"):  # the interpreter's numpy, on divergence
         sgd_kernel[grid](
-            hp.s_lo, hp.s_hi, hp.neg_lr,
-            hp.momentum if opts.momentum else hp.neg_lr,
-            hp.weight_decay if opts.weight_decay else hp.neg_lr,
-            probv, w, b, w if vw is None else vw, w if vb is None else vb, div, hw, hb,
-            m, t0, nsteps, log_every if hist is not None else 1,
+            members.s_lo, members.s_hi, members.neg_lr,
+            opts.momentum if flags.momentum else members.neg_lr,
+            opts.weight_decay if flags.weight_decay else members.neg_lr,
+            constants, w, b, w if vw is None else vw, w if vb is None else vb, diverged_at, hw, hb,
+            m, t0, nsteps, history.log_every if history is not None else 1,
             BLOCK=bs, BATCH=batch, GROUP=group, UNROLL=group * batch <= MAX_UNROLLED_SAMPLES,
-            INIT=init, WEIGHT_DECAY=opts.weight_decay, MOMENTUM=opts.momentum,
-            NESTEROV=opts.nesterov, HISTORY=hist is not None,
+            INIT=init, WEIGHT_DECAY=flags.weight_decay, MOMENTUM=flags.momentum,
+            NESTEROV=flags.nesterov, HISTORY=history is not None,
             num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION,
         )
 
 
 class TritonStepper:
-    """The Triton backend as a stepper of ``fastneuron._driver``: chunks of
+    """The Triton backend as a :class:`fastneuron.kernels.Stepper`: chunks of
     :data:`CHUNK_STEPS` steps on a block of members, the state updated in place and the
-    logged rows written by the kernel itself (``writes_history``)."""
+    logged rows written by the kernel itself."""
 
     chunk_steps = CHUNK_STEPS
-    writes_history = True
 
     def __init__(self, block_size: Optional[int] = None) -> None:
         self.block_size = block_size
 
-    def init(self, hp: Members):
+    def init(self, members: Members, config: StepConfig):
         """Initial (w0, b0) from the init stream (a launch of 0 steps)."""
-        s_lo, _ = _check_members(hp, StepOptions())
+        s_lo = _check_members(members, SGDFlags())
         m, dev = s_lo.numel(), s_lo.device
         w = torch.empty(m, dtype=torch.float32, device=dev)
         b = torch.empty_like(w)
-        div = torch.empty(m, dtype=torch.int64, device=dev)
-        probv = torch.zeros(len(_PROBLEM_FIELDS), dtype=torch.float32, device=dev)
-        _launch(hp, probv, StepOptions(), (w, b, None, None, div), 0, 0, None, None, init=True,
+        diverged_at = torch.empty(m, dtype=torch.int64, device=dev)
+        constants = torch.zeros(len(_CONSTANT_NAMES), dtype=torch.float32, device=dev)
+        _launch(members, constants, SGDFlags(), 1, (w, b, None, None, diverged_at), 0, 0, None, init=True,
                 block_size=self.block_size)
         return w, b
 
-    def __call__(self, state: State, t0, hp: Members, prob: Problem, *, nsteps: int, opts: StepOptions,
-                 log_every: Optional[int] = None, hist=None) -> State:
-        """Steps ``t0 .. t0 + nsteps - 1`` (``t0``: int or 0-dim tensor, ``t0*B % 4 == 0``).
-
-        ``hist``: None or (hist_w, hist_b), float32 (L, M) with row ``r`` for step
-        ``r*log_every`` of the whole run."""
-        s_lo, _ = _check_members(hp, opts)
+    def __call__(self, state: State, t0: int, members: Members, consts: Constants, *, nsteps: int,
+                 config: StepConfig, history: Optional[History] = None) -> State:
+        """Steps ``t0 .. t0 + nsteps - 1`` (``t0``: int or 0-dim tensor, ``t0*B % 4 == 0``)."""
+        flags, batch = _check_config(config)
+        s_lo = _check_members(members, flags)
         m, dev = s_lo.numel(), s_lo.device
-        probv = _check_problem(prob, dev)
-        t0 = _check_count("t0", int(t0) if isinstance(t0, torch.Tensor) else t0, 0)
-        nsteps = _check_count("nsteps", nsteps, 0)
-        for name in ("weight", "bias", "diverged_at") + (("buf_weight", "buf_bias") if opts.momentum else ()):
-            x = getattr(state, name)
+        constants = _check_constants(consts, dev)
+        t0 = check_int("t0", int(t0) if isinstance(t0, torch.Tensor) else t0, 0)
+        nsteps = check_int("nsteps", nsteps, 0)
+        buffers = (state.weight_state, state.bias_state)
+        if flags.momentum and not all(len(x) == 1 for x in buffers):
+            raise ValueError("state.weight_state and state.bias_state must hold the momentum buffer")
+        named = [("weight", state.weight), ("bias", state.bias), ("diverged_at", state.diverged_at)]
+        if flags.momentum:
+            named += [("weight_state[0]", state.weight_state[0]), ("bias_state[0]", state.bias_state[0])]
+        for name, x in named:
             _check_tensor(f"state.{name}", x, torch.int64 if name == "diverged_at" else torch.float32, (m,), dev)
             if not x.is_contiguous():
                 raise ValueError(f"state.{name} must be contiguous")
-        if hist is not None:
-            log_every = _check_history(hist, log_every, t0 + nsteps - 1, m, dev)
-        vw, vb = (state.buf_weight, state.buf_bias) if opts.momentum else (None, None)
-        _launch(hp, probv, opts, (state.weight, state.bias, vw, vb, state.diverged_at), t0, nsteps,
-                log_every, hist, init=False, block_size=self.block_size)
+        if history is not None:
+            _check_history(history, t0 + nsteps - 1, m, dev)
+        vw, vb = (state.weight_state[0], state.bias_state[0]) if flags.momentum else (None, None)
+        _launch(members, constants, flags, batch, (state.weight, state.bias, vw, vb, state.diverged_at), t0,
+                nsteps, history, init=False, block_size=self.block_size)
         return state
-
-
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_tensor(name: str, x, dtype: torch.dtype, shape: tuple, device: torch.device) -> None:
@@ -389,66 +392,72 @@ def _check_tensor(name: str, x, dtype: torch.dtype, shape: tuple, device: torch.
     if tuple(x.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
     if x.device != device:
-        raise ValueError(f"{name} is on {x.device} but hp.s_lo is on {device}: all tensors must share a device")
+        raise ValueError(f"{name} is on {x.device} but members.s_lo is on {device}: all tensors must share a device")
 
 
-def _check_members(hp: Members, opts: StepOptions):
-    """Validate the per-member tensors and the options; returns (s_lo, s_hi)."""
-    s_lo = hp.s_lo
+def _check_config(config: StepConfig) -> tuple[SGDFlags, int]:
+    """The kernel's flags and batch size; ValueError for what it has no kernel for."""
+    if config.optimizer is not SGD or config.problem is not LinearTarget:
+        raise ValueError(f"the Triton kernel runs SGD on the linear problem, not {config.optimizer.__name__} "
+                         f"on {config.problem.__name__}")
+    flags = config.flags
+    if not isinstance(flags, SGDFlags):
+        raise ValueError(f"config.flags must be SGDFlags, got {type(flags).__name__}")
+    if flags.nesterov and not flags.momentum:
+        raise ValueError("config.flags.nesterov needs config.flags.momentum")
+    return flags, check_int("config.batch_size", config.batch_size, 1)
+
+
+def _check_members(members: Members, flags: SGDFlags) -> torch.Tensor:
+    """Validate the per-member tensors against the flags; returns s_lo."""
+    s_lo = members.s_lo
     if not isinstance(s_lo, torch.Tensor) or s_lo.dim() != 1 or s_lo.numel() == 0:
-        raise ValueError("hp.s_lo must be a non-empty 1-D tensor")
+        raise ValueError("members.s_lo must be a non-empty 1-D tensor")
     dev = s_lo.device
     if dev.type == "cpu":
         if not _interpreting():
-            raise ValueError("hp.s_lo is on the CPU: the Triton kernel needs CUDA tensors "
+            raise ValueError("members.s_lo is on the CPU: the Triton kernel needs CUDA tensors "
                              "(or TRITON_INTERPRET=1 set before importing fastneuron.kernels.triton_sgd)")
     elif dev.type != "cuda":
-        raise ValueError(f"hp.s_lo is on {dev}: the Triton kernel needs CUDA tensors")
+        raise ValueError(f"members.s_lo is on {dev}: the Triton kernel needs CUDA tensors")
     m = s_lo.numel()
-    _check_tensor("hp.s_lo", s_lo, torch.int32, (m,), dev)
-    _check_tensor("hp.s_hi", hp.s_hi, torch.int32, (m,), dev)
-    _check_tensor("hp.neg_lr", hp.neg_lr, torch.float32, (m,), dev)
-    for name, flag in (("momentum", opts.momentum), ("weight_decay", opts.weight_decay)):
-        if flag:
-            if getattr(hp, name) is None:
-                raise ValueError(f"hp.{name} is None but opts.{name} is set")
-            _check_tensor(f"hp.{name}", getattr(hp, name), torch.float32, (m,), dev)
-    for name in ("s_lo", "s_hi", "neg_lr", "momentum", "weight_decay"):
-        x = getattr(hp, name)
-        if x is not None and not x.is_contiguous():
-            raise ValueError(f"hp.{name} must be contiguous")
-    b = opts.batch_size
-    if not isinstance(b, int) or isinstance(b, bool) or b < 1:
-        raise ValueError(f"opts.batch_size must be an int >= 1, got {b!r}")
-    if opts.nesterov and not opts.momentum:
-        raise ValueError("opts.nesterov needs opts.momentum")
-    return s_lo, hp.s_hi
+    named = [("s_lo", s_lo, torch.int32), ("s_hi", members.s_hi, torch.int32),
+             ("neg_lr", members.neg_lr, torch.float32)]
+    for name in ("momentum", "weight_decay"):
+        if getattr(flags, name):
+            x = getattr(members.options, name)
+            if x is None:
+                raise ValueError(f"members.options.{name} is None but config.flags.{name} is set")
+            named.append((f"options.{name}", x, torch.float32))
+    for name, x, dtype in named:
+        _check_tensor(f"members.{name}", x, dtype, (m,), dev)
+        if not x.is_contiguous():
+            raise ValueError(f"members.{name} must be contiguous")
+    return s_lo
 
 
-def _check_problem(prob: Problem, device: torch.device) -> torch.Tensor:
-    """The settings as one float32 (6,) tensor on ``device``, in kernel order."""
-    for name in _PROBLEM_FIELDS:
-        _check_tensor(f"prob.{name}", getattr(prob, name), torch.float32, (), device)
-    return torch.stack([getattr(prob, name) for name in _PROBLEM_FIELDS])
+def _check_constants(consts: Constants, device: torch.device) -> torch.Tensor:
+    """The run-wide constants as one float32 (6,) tensor on ``device``, in kernel order."""
+    values = dict(consts.problem._asdict(), batch=consts.batch,
+                  one_minus_dampening=consts.optimizer.one_minus_dampening)
+    for name in _CONSTANT_NAMES:
+        _check_tensor(f"consts.{name}", values[name], torch.float32, (), device)
+    return torch.stack([values[name] for name in _CONSTANT_NAMES])
 
 
-def _check_history(hist, log_every, last_step: int, m: int, device: torch.device) -> int:
-    """Check (hist_w, hist_b): float32 (L, M), contiguous, with a row for every logged
-    step up to ``last_step`` (the kernel writes row ``t // log_every``). Returns
-    log_every as an int."""
-    if log_every is None:
-        raise ValueError("log_every is needed with hist_w and hist_b")
-    log_every = _check_count("log_every", log_every, 1)
-    hist_w, hist_b = hist
-    for name, h in (("hist_w", hist_w), ("hist_b", hist_b)):
-        if h is None:
-            raise ValueError(f"{name} is None but the other history tensor is not: pass both or neither")
-    rows = hist_w.shape[0] if hist_w.dim() == 2 else -1
-    for name, h in (("hist_w", hist_w), ("hist_b", hist_b)):
-        _check_tensor(name, h, torch.float32, (rows, m), device)
+def _check_history(history: History, last_step: int, m: int, device: torch.device) -> None:
+    """Check the history: float32 (L, M), contiguous, with a row for every logged step up
+    to ``last_step`` (the kernel writes row ``t // log_every``)."""
+    check_int("history.log_every", history.log_every, 1)
+    for name in ("weight", "bias"):
+        if getattr(history, name) is None:
+            raise ValueError(f"history.{name} is None: pass both rows or no history")
+    rows = history.weight.shape[0] if history.weight.dim() == 2 else -1
+    for name in ("weight", "bias"):
+        h = getattr(history, name)
+        _check_tensor(f"history.{name}", h, torch.float32, (rows, m), device)
         if not h.is_contiguous():
-            raise ValueError(f"{name} must be contiguous")
-    if last_step >= 0 and last_step // log_every >= rows:
-        raise ValueError(f"hist_w has {rows} rows, but step {last_step} is logged in row "
-                         f"{last_step // log_every}")
-    return log_every
+            raise ValueError(f"history.{name} must be contiguous")
+    if last_step >= 0 and last_step // history.log_every >= rows:
+        raise ValueError(f"history.weight has {rows} rows, but step {last_step} is logged in row "
+                         f"{last_step // history.log_every}")

@@ -1,0 +1,205 @@
+"""RunSpec: one run, validated once, read by everything downstream.
+
+``train()`` and the CLI build a :class:`RunSpec` from their arguments with
+:meth:`RunSpec.build`; the engine, the kernels (through :meth:`RunSpec.block`),
+checkpoints and results read it. It is the one place that knows the run's settings
+(:attr:`RunSpec.settings`, one list of keys for results and checkpoints), its
+members' digest, how to cut a shard or a block of members onto a device, the logged
+steps and how to make the :class:`~fastneuron.result.TrainResult`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from . import _validate as V
+from . import kernels
+from .optim import OPTIMIZERS, run_option_names
+from .problems import PROBLEMS
+from .reference import Constants, Members, StepConfig
+from .result import TrainResult
+from .rng import split_seeds
+
+#: Settings that are not part of what a run computes: a resumed run may change them.
+EXECUTION_KEYS = ("backend", "device")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A validated run. Per-member tensors live on the CPU, shape (M,)."""
+
+    seeds: torch.Tensor  # int64: the two's complement of each seed in [0, 2**64)
+    lrs: torch.Tensor  # float32
+    member_options: dict  # the optimizer's per-member options by name, float32 (a stride-0 view if shared)
+    steps: int
+    batch_size: int
+    log_every: Optional[int]
+    optimizer: Any  # an optimizer object (fastneuron.optim), with its run-wide options
+    problem: Any  # a problem object (fastneuron.problems)
+    backend: str  # resolved: eager, compile or triton
+    device: torch.device
+    progress: Optional[bool] = None
+    checkpoint: Optional[str] = None
+    checkpoint_every: float = 5.0
+    resume: Optional[str] = None
+    member_block: Optional[int] = None
+    distributed: bool = False
+
+    # -- building ---------------------------------------------------------------
+    @classmethod
+    def build(cls, seeds, lrs, steps, *, optimizer: str = "sgd", problem: str = "linear", batch_size=1,
+              log_every=None, backend="auto", device=None, progress=None, checkpoint=None, checkpoint_every=5.0,
+              resume=None, member_block=None, distributed=False, **options) -> "RunSpec":
+        """Validate ``train()``'s arguments (see its docstring); ValueError naming the bad one.
+
+        ``options`` are the optimizer's (per-member and run-wide) and the problem's."""
+        opt_cls = _lookup("optimizer", optimizer, OPTIMIZERS)
+        prob_cls = _lookup("problem", problem, PROBLEMS)
+        member_names, opt_names, prob_names = opt_cls.MEMBER_OPTIONS, run_option_names(opt_cls), \
+            run_option_names(prob_cls)
+        unknown = sorted(set(options) - set(member_names) - set(opt_names) - set(prob_names))
+        if unknown:
+            known = sorted({*member_names, *opt_names, *prob_names})
+            raise ValueError(f"unknown option {unknown[0]!r} for optimizer {optimizer!r} and problem {problem!r}; "
+                             f"they take: {', '.join(known)}")
+        seeds = V.seeds_to_int64(seeds)
+        m = seeds.numel()
+        if m == 0:
+            raise ValueError("seeds is empty: a run needs at least one member")
+        lrs = V.per_member("lrs", lrs, m, lo=0.0, lo_open=True)
+        member_options = {name: V.per_member(name, options.get(name, b.default), m, lo=b.lo, lo_open=b.lo_open,
+                                             hi=b.hi) for name, b in member_names.items()}
+        opt = opt_cls(**{k: options[k] for k in opt_names if k in options})
+        opt.flags(member_options)  # run-wide checks that need the members (e.g. nesterov)
+        prob = prob_cls(**{k: options[k] for k in prob_names if k in options})
+        checkpoint_every = V.check_float("checkpoint_every", checkpoint_every)
+        if checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 seconds, got {checkpoint_every}")
+        dev = V.check_device(device)
+        return cls(
+            seeds=seeds, lrs=lrs, member_options=member_options, steps=V.check_int("steps", steps, 0),
+            batch_size=V.check_int("batch_size", batch_size, 1),
+            log_every=None if log_every is None else V.check_int("log_every", log_every, 1),
+            optimizer=opt, problem=prob, backend=kernels.resolve(backend, dev, opt.name, prob.name), device=dev,
+            progress=progress, checkpoint=_path(checkpoint), checkpoint_every=checkpoint_every,
+            resume=_path(resume),
+            member_block=None if member_block is None else V.check_int("member_block", member_block, 1),
+            distributed=bool(distributed),
+        )
+
+    # -- what the run is ----------------------------------------------------------
+    def __len__(self) -> int:
+        return self.seeds.numel()
+
+    @property
+    def settings(self) -> dict:
+        """The run-wide settings, as results and checkpoints record them."""
+        return {"steps": self.steps, "batch_size": self.batch_size, "log_every": self.log_every,
+                "optimizer": self.optimizer.name, **self.optimizer.settings(),
+                "problem": self.problem.name, **self.problem.settings(),
+                "backend": self.backend, "device": str(self.device)}
+
+    @property
+    def run_settings(self) -> dict:
+        """The settings a resumed run must share with the run it resumes."""
+        return {k: v for k, v in self.settings.items() if k not in EXECUTION_KEYS}
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """SHA-256 of the members: their count, then each per-member array's dtype and bytes
+        (seeds, lrs, the optimizer's options in order)."""
+        h = hashlib.sha256(str(len(self)).encode())
+        for x in (self.seeds, self.lrs, *self.member_options.values()):
+            h.update(str(x.dtype).encode())
+            h.update(x.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    @functools.cached_property
+    def flags(self):
+        """The optimizer's static flags for these members."""
+        return self.optimizer.flags(self.member_options)
+
+    @property
+    def config(self) -> StepConfig:
+        return StepConfig(batch_size=self.batch_size, optimizer=type(self.optimizer), flags=self.flags,
+                          problem=type(self.problem))
+
+    def state_names(self) -> tuple[str, ...]:
+        """The optimizer's state per parameter (e.g. ``("buf",)``)."""
+        return self.optimizer.state_names(self.flags)
+
+    @property
+    def n_logged(self) -> int:
+        return len(range(0, self.steps, self.log_every)) if self.log_every else 0
+
+    @property
+    def logged_steps(self) -> torch.Tensor:
+        """The logged steps 0, k, 2k, ... (int64)."""
+        return torch.arange(0, self.steps if self.log_every else 0, self.log_every or 1, dtype=torch.int64)
+
+    # -- cutting ------------------------------------------------------------------
+    def constants(self, device: torch.device) -> Constants:
+        return Constants(problem=self.problem.constants(device), optimizer=self.optimizer.constants(device),
+                         batch=torch.tensor(np.float32(self.batch_size), device=device))
+
+    def block(self, start: int, stop: int, device: torch.device, pad: int = 0) -> Members:
+        """Per-member constants of members [start, stop) on ``device`` (``pad`` extra
+        copies of the first). Options no member uses are None.
+
+        The seed words and -lr are new tensors anyway; the options are copied, since a
+        view here would make torch.compile guard on its base."""
+        s_lo, s_hi = split_seeds(take(self.seeds, start, stop, device, pad, copy=False))
+        # A flag named like an option and False says that no member uses it (optim.py).
+        options = {name: take(x, start, stop, device, pad) if getattr(self.flags, name, True) else None
+                   for name, x in self.member_options.items()}
+        return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=-take(self.lrs, start, stop, device, pad, copy=False),
+                       options=self.optimizer.MemberOptions(**options))
+
+    def shard(self, start: int, stop: int, device: torch.device, suffix: str, progress: Optional[bool]) -> "RunSpec":
+        """Members [start, stop) as a run of their own on ``device`` (one rank's part of a
+        distributed run): checkpoints get ``suffix``; the backend is resolved anew."""
+        backend = kernels.resolve(self.backend, device, self.optimizer.name, self.problem.name)
+        return dataclasses.replace(
+            self, seeds=self.seeds[start:stop], lrs=self.lrs[start:stop],
+            member_options={k: v[start:stop] for k, v in self.member_options.items()}, device=device,
+            backend=backend, progress=progress, distributed=False,
+            checkpoint=None if self.checkpoint is None else self.checkpoint + suffix,
+            resume=None if self.resume is None else self.resume + suffix)
+
+    # -- results -----------------------------------------------------------------
+    def result(self, weight, bias, diverged_at, history_weight=None, history_bias=None, **extra_settings):
+        """The :class:`~fastneuron.result.TrainResult` of this run from its final arrays."""
+        return TrainResult(
+            seeds=self.seeds.numpy().view(np.uint64).copy(), lrs=self.lrs,
+            member_options=dict(self.member_options), weight=weight, bias=bias, diverged_at=diverged_at,
+            settings={**self.settings, **extra_settings}, history_steps=self.logged_steps,
+            history_weight=history_weight, history_bias=history_bias)
+
+
+def take(x: torch.Tensor, start: int, stop: int, device, pad: int = 0, *, dim: int = 0,
+         copy: bool = True) -> torch.Tensor:
+    """Members [start, stop) of a host array (along ``dim``) on ``device``, plus ``pad``
+    copies of the first. ``copy=False`` allows a view, for callers that derive new
+    tensors anyway."""
+    x = x.narrow(dim, start, stop - start)
+    if pad:
+        x = torch.cat([x, x.narrow(dim, 0, 1).expand(*([-1] * dim), pad)], dim=dim)
+    return x.to(device, copy=copy)
+
+
+def _lookup(what: str, name, table: dict) -> type:
+    if not isinstance(name, str) or name not in table:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, table))}; got {name!r}")
+    return table[name]
+
+
+def _path(path) -> Optional[str]:
+    return None if path is None else os.fspath(path)
