@@ -321,3 +321,56 @@ class TestCuda:
                             config=_config(), history=None)
         with pytest.raises(ValueError, match="consts.a"):
             TritonStepper()(state, 0, members, _consts("cpu"), nsteps=4, config=_config(), history=None)
+
+
+# ------------------------------------------- divergence as a count, the CUDA Philox path
+
+@interpreter_test
+def test_divergence_count_late_and_chunked():
+    """The kernel counts a launch's non-finite steps in int32 and sets diverged_at = t_end -
+    count: exact across chunked launches, far into the stream (t0 = 2**40), for a member
+    that starts non-finite and one whose diverged_at is already set."""
+    from fastneuron.kernels.triton_sgd import TritonStepper
+
+    for batch, t0 in ((1, 0), (1, 2**40), (3, 2**33 + 4)):
+        config = _config(batch_size=batch)
+        seeds, lrs = seeds_for(6), [0.01, 5.0, 0.5, 2.0, 0.01, 0.01]
+        members_cpu, consts_cpu = _members(seeds, lrs, "cpu"), _consts("cpu", batch=batch)
+        w0, b0 = init_params(members_cpu.s_lo, members_cpu.s_hi)
+        w0[4] = float("inf")  # non-finite from the start: diverges at t0
+        div0 = torch.tensor([-1, -1, -1, -1, -1, 12345], dtype=torch.int64)  # member 5: already diverged
+        ref, _ = run_steps(_state(w0, b0, div0), torch.tensor(t0), members_cpu, consts_cpu, nsteps=24,
+                           config=config)
+        got = _state(w0.clone(), b0.clone(), div0.clone())
+        for k in range(3):  # three launches of 8 steps
+            got = TritonStepper()(got, t0 + 8 * k, members_cpu, consts_cpu, nsteps=8, config=config, history=None)
+        assert_bits_equal(f"diverged_at (t0={t0}, B={batch})", ref.diverged_at, got.diverged_at)
+        assert ref.diverged_at[4] == t0 and ref.diverged_at[5] == 12345
+        assert (ref.diverged_at[1:4] > t0).any(), "the test should include members diverging mid-run"
+
+
+try:  # (the interpreter looks tl up in this module's globals)
+    import triton
+    import triton.language as tl
+except ImportError:  # the tests that need it are skipped
+    triton = tl = None
+
+if triton is not None:
+    @triton.jit
+    def _mul_wide_emulated(a, M: tl.constexpr, ASM: tl.constexpr):
+        # mul.wide.u32 is exact: the 64-bit product, split into its high and low words.
+        p = a.to(tl.uint64) * M
+        return (p >> 32).to(tl.uint32), (p & 0xFFFFFFFF).to(tl.uint32)
+
+
+@pytest.mark.parametrize("kwargs", [dict(log_every=5), dict(batch_size=3, momentum=0.9, log_every=7)])
+@interpreter_test
+def test_cuda_philox_path_emulated(monkeypatch, kwargs):
+    """The CUDA path of ``_philox`` (PTX_PHILOX: each round's products from one inline-PTX
+    mul.wide.u32), with that instruction emulated exactly, equals eager bit for bit: its
+    rounds, key schedule and word order are tl.philox's (init and data streams)."""
+    from fastneuron.kernels import triton_sgd as K
+    assert str(K.PHILOX_ROUND_A.value) in K.MUL_WIDE_A.value and str(K.PHILOX_ROUND_B.value) in K.MUL_WIDE_B.value
+    monkeypatch.setattr(K, "PTX_PHILOX", tl.constexpr(True))
+    monkeypatch.setattr(K, "_mul_wide", _mul_wide_emulated)
+    check_triton("cpu", seeds_for(7) + [0, 2**64 - 1], lrs_for(9), 41, **kwargs)

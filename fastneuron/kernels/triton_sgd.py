@@ -2,9 +2,10 @@
 
 One program instance owns a BLOCK of members. It draws (or loads) their (w, b), then
 runs a chunk of steps with everything in registers: the samples x come from
-``tl.philox`` inside the kernel (SPEC §2, data stream), the update is SPEC §3/§3b line
-for line, divergence (SPEC §4) is tracked per step, and logged steps are written
-straight into the history. Nothing but the logged history touches memory between the
+Philox4x32-10 inside the kernel (SPEC §2, data stream; ``tl.philox``'s rounds, with
+``mul.wide.u32`` products on CUDA), the update is SPEC §3/§3b line for line, divergence
+(SPEC §4) is counted per step (an int32 per member, see ``sgd_kernel``), and logged steps
+are written straight into the history. Nothing but the logged history touches memory between the
 chunk's first and last step.
 
 Callers use :class:`TritonStepper`, a :class:`fastneuron.kernels.Stepper`: the engine
@@ -49,11 +50,18 @@ CHUNK_STEPS = 2048
 #: Members per program and warps per program on a GPU. 256 members over 4 warps (128
 #: threads) gives each thread 2 members: two independent Philox multiply chains to
 #: overlap. ptxas (sm_90a) puts the fullest variant (momentum, weight decay, nesterov,
-#: history) at 63 registers with no spills, so 8 such blocks fit on an SM. 1e6 members
-#: make ~4000 programs, enough to fill every SM of a big GPU several times; small runs
-#: (a few thousand members) still spread over a dozen SMs.
+#: history) at 62 registers and the batch variants at MAX_REGISTERS = 64, with no
+#: spills, so 8 such blocks fit on an SM. 1e6 members make ~4000 programs, enough to
+#: fill every SM of a big GPU several times; small runs (a few thousand members) still
+#: spread over a dozen SMs.
 BLOCK_SIZE = 256
 NUM_WARPS = 4
+
+#: Registers per thread at most (ptxas ``.maxnreg``): 64 keeps 8 blocks of NUM_WARPS
+#: warps per SM for every variant. Without it, B > 1 (``tl.math.div_rn``'s inline fast
+#: path and slow-path call) takes 69-72; with it ptxas spills nothing (see
+#: ``python -m fastneuron.kernels.sass``, which compiles with it and checks).
+MAX_REGISTERS = 64
 
 #: SPEC §3 forbids contracting w*x + b into an FMA, so this stays False; only
 #: bench/gpu_check.sh flips it, to measure what the exactness costs on a GPU.
@@ -74,8 +82,53 @@ FLT_MAX = tl.constexpr(3.4028234663852886e38)
 _CONSTANT_NAMES = ("a", "c", "lo", "span", "batch", "one_minus_dampening")
 
 
+#: Philox's 32x32->64-bit products as one ``mul.wide.u32`` (inline PTX) on CUDA, where
+#: ``tl.philox``'s separate ``mul.hi``/``mul.lo`` cost two IMADs; the interpreter cannot
+#: run inline PTX, so under ``TRITON_INTERPRET=1`` the kernel calls ``tl.philox`` itself.
+PTX_PHILOX = tl.constexpr(not triton.knobs.runtime.interpret)
+
+#: Philox4x32's round multipliers and key increments (as ``tl.philox``).
+PHILOX_ROUND_A = tl.constexpr(0xD2511F53)
+PHILOX_ROUND_B = tl.constexpr(0xCD9E8D57)
+PHILOX_KEY_A = tl.constexpr(0x9E3779B9)
+PHILOX_KEY_B = tl.constexpr(0xBB67AE85)
+#: ``mul.wide.u32`` by each round multiplier: $0 = high word, $1 = low word, $2 = the factor.
+MUL_WIDE_A = tl.constexpr("{ .reg .b64 p; mul.wide.u32 p, $2, %d; mov.b64 {$1, $0}, p; }" % PHILOX_ROUND_A.value)
+MUL_WIDE_B = tl.constexpr("{ .reg .b64 p; mul.wide.u32 p, $2, %d; mov.b64 {$1, $0}, p; }" % PHILOX_ROUND_B.value)
+
+
 def _interpreting() -> bool:
     return not isinstance(sgd_kernel, triton.runtime.JITFunction)
+
+
+@triton.jit
+def _mul_wide(a, M: tl.constexpr, ASM: tl.constexpr):
+    """(hi, lo) 32-bit words of the 64-bit product ``a * M`` (``a`` uint32) by ``ASM``,
+    the ``mul.wide.u32`` by M (:data:`MUL_WIDE_A` for PHILOX_ROUND_A, :data:`MUL_WIDE_B`
+    for PHILOX_ROUND_B): exact integer arithmetic, the words of ``umulhi`` and ``*``."""
+    return tl.inline_asm_elementwise(ASM, "=r,=r,r", [a], dtype=(tl.uint32, tl.uint32), is_pure=True, pack=1)
+
+
+@triton.jit
+def _philox(k0: tl.constexpr, k1: tl.constexpr, c0, c1, c2, c3):
+    """Philox4x32-10 of counter (c0..c3) (uint32) under the constant key (k0, k1): the
+    same words as ``tl.philox(k0 + (k1 << 32), c0, c1, c2, c3)``, with each round's two
+    products from one ``mul.wide.u32`` on CUDA (see :data:`PTX_PHILOX`)."""
+    if PTX_PHILOX:
+        key0 = tl.full(c0.shape, k0, tl.uint32)
+        key1 = tl.full(c0.shape, k1, tl.uint32)
+        for _ in tl.static_range(10):
+            hi_b, lo_b = _mul_wide(c2, PHILOX_ROUND_B, MUL_WIDE_B)
+            hi_a, lo_a = _mul_wide(c0, PHILOX_ROUND_A, MUL_WIDE_A)
+            c0 = hi_b ^ c1 ^ key0
+            c2 = hi_a ^ c3 ^ key1
+            c1 = lo_b
+            c3 = lo_a
+            key0 = key0 + PHILOX_KEY_A
+            key1 = key1 + PHILOX_KEY_B
+    else:
+        c0, c1, c2, c3 = tl.philox(k0 + (k1 << 32), c0, c1, c2, c3)
+    return c0, c1, c2, c3
 
 
 @triton.jit
@@ -85,7 +138,7 @@ def _data_block(q, s_lo, s_hi, lo, span):
     q = tl.cast(q, tl.int64)
     c0 = (q & 0xFFFFFFFF).to(tl.uint32)
     c1 = (q >> 32).to(tl.uint32)
-    r0, r1, r2, r3 = tl.philox(0, c0, c1, s_lo, s_hi)
+    r0, r1, r2, r3 = _philox(0, 0, c0, c1, s_lo, s_hi)
     x0 = lo + span * tl.uint_to_uniform_float(r0)
     x1 = lo + span * tl.uint_to_uniform_float(r1)
     x2 = lo + span * tl.uint_to_uniform_float(r2)
@@ -133,10 +186,12 @@ def _sgd(p, d, buf, first, neg_lr, mu, wd, undamped,
 
 
 @triton.jit
-def _finish_step(t, gw, gb, w, b, vw, vb, diverged_at, neg_lr, mu, wd, undamped, batch,
+def _finish_step(t, gw, gb, w, b, vw, vb, n_bad, neg_lr, mu, wd, undamped, batch,
                  BATCH: tl.constexpr, WEIGHT_DECAY: tl.constexpr, MOMENTUM: tl.constexpr,
                  NESTEROV: tl.constexpr):
-    """Step ``t`` from the summed gradients: batch mean, update, divergence (SPEC §4)."""
+    """Step ``t`` from the summed gradients: batch mean, update, and the divergence count
+    ``n_bad`` (int32): the steps of this launch after which w or b is not finite (SPEC §4;
+    see ``sgd_kernel`` for why that count gives the first diverged step)."""
     if BATCH > 1:
         gw = tl.math.div_rn(gw, batch)
         gb = tl.math.div_rn(gb, batch)
@@ -144,8 +199,8 @@ def _finish_step(t, gw, gb, w, b, vw, vb, diverged_at, neg_lr, mu, wd, undamped,
     w, vw = _sgd(w, gw, vw, first, neg_lr, mu, wd, undamped, WEIGHT_DECAY, MOMENTUM, NESTEROV)
     b, vb = _sgd(b, gb, vb, first, neg_lr, mu, wd, undamped, WEIGHT_DECAY, MOMENTUM, NESTEROV)
     finite = (tl.abs(w) <= FLT_MAX) & (tl.abs(b) <= FLT_MAX)
-    diverged_at = tl.where((diverged_at < 0) & ~finite, t, diverged_at)
-    return w, b, vw, vb, diverged_at
+    n_bad = n_bad + tl.where(finite, 0, 1)
+    return w, b, vw, vb, n_bad
 
 
 @triton.jit
@@ -193,7 +248,7 @@ def sgd_kernel(
     One program instance takes members ``pid*BLOCK .. pid*BLOCK + BLOCK - 1`` and runs
     all ``nsteps`` steps with their state in registers. Steps go in groups of GROUP
     (``GROUP*B % 4 == 0``), so each group starts a Philox block; when UNROLL, a group's
-    GROUP*B samples are unrolled at compile time, one ``tl.philox`` call per four
+    GROUP*B samples are unrolled at compile time, one ``_philox`` call per four
     samples (for B = 1: one call per four steps). Steps left over (``nsteps % GROUP``,
     or all of them when not UNROLL) run in a loop over samples that draws a block when
     it reaches a multiple of 4.
@@ -224,7 +279,7 @@ def sgd_kernel(
     if INIT:
         # Init stream (SPEC §2): key (1, 0), counter (0, 0, s_lo, s_hi); words 0 and 1.
         z = tl.zeros([BLOCK], dtype=tl.uint32)
-        r0, r1, _, _ = tl.philox(1, z, z, s_lo, s_hi)
+        r0, r1, _, _ = _philox(1, 0, z, z, s_lo, s_hi)
         w = -1.0 + 2.0 * tl.uint_to_uniform_float(r0)
         b = -1.0 + 2.0 * tl.uint_to_uniform_float(r1)
         diverged_at = tl.full([BLOCK], -1, dtype=tl.int64)
@@ -243,6 +298,11 @@ def sgd_kernel(
     row = (t_start + every - 1) // every
     next_log = row * every
 
+    # Divergence (SPEC §4) as a count: a non-finite w or b never becomes finite again
+    # (p + (-lr)*d of a non-finite p is not finite), so the steps after which w or b is
+    # not finite are the last n_bad of the launch, and the first of them is t_end - n_bad.
+    # An int32 count costs less per step than an int64 select (n_bad <= nsteps < 2**31).
+    n_bad = tl.zeros([BLOCK], dtype=tl.int32)
     x0 = zero
     x1 = zero
     x2 = zero
@@ -273,7 +333,7 @@ def sgd_kernel(
                     else:
                         gw = gw + gxw
                         gb = gb + gxb
-                w, b, vw, vb, diverged_at = _finish_step(t, gw, gb, w, b, vw, vb, diverged_at, neg_lr, mu, wd, undamped,
+                w, b, vw, vb, n_bad = _finish_step(t, gw, gb, w, b, vw, vb, n_bad, neg_lr, mu, wd, undamped,
                                                  batch, BATCH, WEIGHT_DECAY, MOMENTUM, NESTEROV)
                 if HISTORY:
                     next_log, row = _log(t, w, b, next_log, row, hist_w_ptr, hist_b_ptr,
@@ -291,7 +351,7 @@ def sgd_kernel(
                 gxw, gxb = _grad(w, b, x, a, c)
                 gw = gw + gxw
                 gb = gb + gxb
-        w, b, vw, vb, diverged_at = _finish_step(t, gw, gb, w, b, vw, vb, diverged_at, neg_lr, mu, wd, undamped,
+        w, b, vw, vb, n_bad = _finish_step(t, gw, gb, w, b, vw, vb, n_bad, neg_lr, mu, wd, undamped,
                                          batch, BATCH, WEIGHT_DECAY, MOMENTUM, NESTEROV)
         if HISTORY:
             next_log, row = _log(t, w, b, next_log, row, hist_w_ptr, hist_b_ptr,
@@ -299,6 +359,7 @@ def sgd_kernel(
 
     tl.store(w_ptr + offs, w, mask=mask)
     tl.store(b_ptr + offs, b, mask=mask)
+    diverged_at = tl.where((diverged_at < 0) & (n_bad > 0), t_end - n_bad.to(tl.int64), diverged_at)
     tl.store(div_ptr + offs, diverged_at, mask=mask)
     if MOMENTUM:
         tl.store(vw_ptr + offs, vw, mask=mask)
@@ -331,7 +392,7 @@ def _launch(members: Members, constants: torch.Tensor, flags: SGDFlags, batch: i
             BLOCK=bs, BATCH=batch, GROUP=group, UNROLL=group * batch <= MAX_UNROLLED_SAMPLES,
             INIT=init, WEIGHT_DECAY=flags.weight_decay, MOMENTUM=flags.momentum,
             NESTEROV=flags.nesterov, HISTORY=history is not None,
-            num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION,
+            num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION, maxnreg=MAX_REGISTERS,
         )
 
 

@@ -1,0 +1,424 @@
+"""Instruction budget of the Triton kernel for an H200, measured without a GPU.
+
+``python -m fastneuron.kernels.sass [--json PATH]`` compiles ``triton_sgd.sgd_kernel``
+ahead of time for ``GPUTarget("cuda", 90, 32)`` (Triton builds sm_90a) with what
+``triton_sgd._launch`` passes: BLOCK = BLOCK_SIZE, num_warps = NUM_WARPS, GROUP =
+4 // gcd(B, 4), UNROLL = GROUP*B <= MAX_UNROLLED_SAMPLES, enable_fp_fusion =
+ENABLE_FP_FUSION, maxnreg = MAX_REGISTERS (ptxas .maxnreg; none where the module has no
+such constant), and the CUDA path of its Philox (PTX_PHILOX: the interpreter off), with
+the argument types and 16-byte alignment the JIT specializes on
+for CUDA tensors and a member count divisible by 16. It disassembles the cubin with the
+``nvdisasm`` in Triton's wheel and reports, for each option set in :data:`VARIANTS`:
+
+- the main loop, the largest outermost loop (a backward branch): for an unrolled kernel
+  the loop over groups of GROUP steps. Its static instruction count over the
+  neuron-steps a thread does per iteration (GROUP * BLOCK / (32*num_warps)) is the SASS
+  instructions per neuron-step, also by opcode. Its FSETPs against FLT_MAX (SPEC §4's
+  check, two per neuron-step) confirm the loop and the divisor;
+- registers and spills (``cuobjdump -res-usage``: REG, and LOCAL bytes / 4 as the
+  driver's ``n_spills``) and the blocks per SM that the registers allow;
+- FFMAs: SPEC §3 forbids contracting w*x + b, so none may appear but in IEEE division
+  (``tl.math.div_rn``, BATCH > 1): the FFMAs of a called subroutine (the slow path) or
+  reading the divisor or its reciprocal (the fast path's Newton steps) count apart;
+- local-memory accesses (LDL/STL) in the loop;
+- the issue-bound estimate: 132 SMs x 4 schedulers x 32 lanes x 1.98e9 Hz / instructions
+  per neuron-step (41.5 -> about 8.06e11 neuron-steps/s).
+
+Static counts are an issue budget, not a timing: they ignore latency, and a branch taken
+rarely (a logged step's store) counts as if always taken.
+
+The kernel is built afresh from ``triton_sgd.py``'s source (its triton imports, constants
+and ``@triton.jit`` functions): no torch or CUDA driver needed. Where triton was imported
+under ``TRITON_INTERPRET=1`` (the tests) its own library (``tl.philox``) is interpreted
+and cannot compile, so the compiles run in child processes without it, one per core.
+"""
+
+from __future__ import annotations
+
+import __future__
+import argparse
+import ast
+import collections
+import contextlib
+import datetime
+import functools
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+KERNEL_SOURCE = Path(__file__).with_name("triton_sgd.py")
+TARGET = ("cuda", 90, 32)
+SMS, SCHEDULERS, LANES, CLOCK_HZ = 132, 4, 32, 1.98e9  # H200 (SXM)
+REGS_PER_SM, MAX_THREADS_PER_SM, MAX_BLOCKS_PER_SM = 65536, 2048, 32
+FLT_MAX_SASS = "3.40282346638528859812e+38"
+
+#: Option sets, as the launcher's constexprs (those not named are False; BATCH defaults to 1).
+VARIANTS = {
+    "base": {},
+    "momentum": {"MOMENTUM": True},
+    "nesterov": {"MOMENTUM": True, "NESTEROV": True},
+    "weight_decay": {"WEIGHT_DECAY": True},
+    "history": {"HISTORY": True},
+    "all+history": {"WEIGHT_DECAY": True, "MOMENTUM": True, "NESTEROV": True, "HISTORY": True},
+    "batch3": {"BATCH": 3},
+    "batch3 all+history": {"BATCH": 3, "WEIGHT_DECAY": True, "MOMENTUM": True, "NESTEROV": True,
+                           "HISTORY": True},
+    "init": {"INIT": True},  # TritonStepper.init: a launch with nsteps = 0
+}
+
+
+def _tool(name: str) -> Path:
+    import triton
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+
+
+def tools_available() -> bool:
+    """Whether triton and its nvidia tools (ptxas, cuobjdump, nvdisasm) are installed."""
+    try:
+        return all(os.access(_tool(t), os.X_OK) for t in ("ptxas", "cuobjdump", "nvdisasm"))
+    except ImportError:
+        return False
+
+
+@contextlib.contextmanager
+def _no_interpreter():
+    """TRITON_INTERPRET off for ``triton.jit`` and ``triton.compile``, restored after."""
+    from triton import knobs  # triton >= 3.4
+    saved = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        with knobs.runtime.scope():
+            knobs.runtime.interpret = False
+            yield
+    finally:
+        os.environ.pop("TRITON_INTERPRET", None)
+        if saved is not None:
+            os.environ["TRITON_INTERPRET"] = saved
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_namespace() -> dict:
+    """``triton_sgd.py``'s triton imports, constants and ``@triton.jit`` functions, run
+    with the interpreter off (the module itself may be interpreted, or not importable
+    without torch). Statements that need anything else (torch, the package) are skipped."""
+    import triton
+
+    def wanted(node) -> bool:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            return all(n.split(".")[0] in ("__future__", "triton", "math") for n in names)
+        return isinstance(node, (ast.Assign, ast.AnnAssign)) or (
+            isinstance(node, ast.FunctionDef) and any("jit" in ast.unparse(d) for d in node.decorator_list))
+
+    keep = [node for node in ast.parse(KERNEL_SOURCE.read_text(), str(KERNEL_SOURCE)).body if wanted(node)]
+    ns = {"__name__": "fastneuron.kernels._triton_sgd_aot", "__file__": str(KERNEL_SOURCE)}
+    flags = sum(getattr(__future__, a.name).compiler_flag for node in keep
+                if isinstance(node, ast.ImportFrom) and node.module == "__future__" for a in node.names)
+    with _no_interpreter():
+        for node in keep:  # one at a time, so that a constant that needs torch is skipped
+            code = compile(ast.Module(body=[node], type_ignores=[]), str(KERNEL_SOURCE), "exec",
+                           flags=flags, dont_inherit=True)
+            try:
+                exec(code, ns)
+            except NameError:
+                pass
+    if not isinstance(ns.get("sgd_kernel"), triton.runtime.JITFunction):
+        raise RuntimeError(f"no @triton.jit sgd_kernel in {KERNEL_SOURCE}")
+    return ns
+
+
+def launch_constexprs(BATCH: int = 1, **flags) -> dict:
+    """The constexprs ``_launch`` passes for batch size BATCH and the given option flags."""
+    ns = kernel_namespace()
+    group = 4 // math.gcd(BATCH, 4)
+    out = dict(BLOCK=ns["BLOCK_SIZE"], BATCH=BATCH, GROUP=group,
+               UNROLL=group * BATCH <= ns["MAX_UNROLLED_SAMPLES"], INIT=False, WEIGHT_DECAY=False,
+               MOMENTUM=False, NESTEROV=False, HISTORY=False)
+    if set(flags) - set(out):
+        raise ValueError(f"unknown constexprs {sorted(set(flags) - set(out))}")
+    return {**out, **flags}
+
+
+@dataclass(frozen=True)
+class CompiledVariant:
+    constexprs: dict
+    num_warps: int
+    enable_fp_fusion: bool
+    sass: str
+    n_regs: int
+    n_spills: int  # LOCAL bytes / 4, as the CUDA driver reports to triton
+    stack: int
+    triton_version: str
+
+
+def _compile(items: tuple, fusion: bool) -> CompiledVariant:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    ns = kernel_namespace()
+    fn = ns["sgd_kernel"]
+    constexprs = dict(items)
+    ptrs = {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64"}
+    sig = {n: "constexpr" if n in constexprs else ptrs.get(n, "*fp32") if n.endswith("_ptr") else "i32"
+           for n in fn.arg_names}
+    # Torch's allocations are 16-byte aligned; t0, nsteps and log_every are do_not_specialize.
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+             if n.endswith("_ptr") or n == "n_members"}
+    src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
+    opts = {"num_warps": ns["NUM_WARPS"], "enable_fp_fusion": fusion, "maxnreg": ns.get("MAX_REGISTERS")}
+    with _no_interpreter():
+        kernel = triton.compile(src, target=GPUTarget(*TARGET), options=opts)
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "k.cubin"
+        cubin.write_bytes(kernel.asm["cubin"])
+        sass = subprocess.run([str(_tool("nvdisasm")), "-c", str(cubin)], check=True,
+                              capture_output=True, text=True).stdout
+        res = subprocess.run([str(_tool("cuobjdump")), "-res-usage", str(cubin)], check=True,
+                             capture_output=True, text=True).stdout
+    usage = {k: int(v) for k, v in re.findall(r"(REG|LOCAL|STACK):(\d+)", res)}
+    return CompiledVariant(constexprs, opts["num_warps"], opts["enable_fp_fusion"], sass, usage["REG"],
+                           usage["LOCAL"] // 4, usage["STACK"], triton.__version__)
+
+
+_CACHE: dict = {}  # (constexpr items, fusion) -> CompiledVariant: compiling takes seconds
+_CHILD = """import dataclasses, importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("_fastneuron_sass", sys.argv[1])
+m = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m)
+keys = [(tuple(map(tuple, items)), fusion) for items, fusion in json.loads(sys.stdin.read())]
+print(json.dumps([dataclasses.asdict(m._compile(*k)) for k in keys]))
+"""
+
+
+def _triton_interpreted() -> bool:
+    """Whether this process imported triton's own library under TRITON_INTERPRET=1 (then
+    its @jit functions, tl.philox among them, cannot be compiled here)."""
+    import triton
+    from triton.language import random
+    return not isinstance(random.philox, triton.runtime.JITFunction)
+
+
+def _in_children(keys: list) -> list:
+    """Compile in fresh interpreters without TRITON_INTERPRET, one per core at most."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    n = max(1, min(len(keys), os.cpu_count() or 1))
+    chunks = [keys[i::n] for i in range(n)]
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, __file__], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+             for _ in chunks]
+    outs = [p.communicate(json.dumps(c)) for p, c in zip(procs, chunks)]
+    done = {}
+    for p, chunk, (out, err) in zip(procs, chunks, outs):
+        if p.returncode:
+            raise RuntimeError(f"compiling sgd_kernel in a child process failed:\n{err}")
+        done.update(zip(chunk, (CompiledVariant(**d) for d in json.loads(out))))
+    return [done[k] for k in keys]
+
+
+def compile_variants(specs) -> list:
+    """CompiledVariants of ``specs``, pairs (constexprs, enable_fp_fusion or None for
+    ``triton_sgd.ENABLE_FP_FUSION``); cached within the process."""
+    fusion = kernel_namespace()["ENABLE_FP_FUSION"]
+    keys = [(tuple(sorted(launch_constexprs(**cx).items())), fusion if f is None else bool(f)) for cx, f in specs]
+    missing = [k for k in dict.fromkeys(keys) if k not in _CACHE]
+    if missing:
+        _CACHE.update(zip(missing, _in_children(missing) if _triton_interpreted() else
+                          [_compile(*k) for k in missing]))
+    return [_CACHE[k] for k in keys]
+
+
+def compile_variant(*, enable_fp_fusion: bool | None = None, **constexprs) -> CompiledVariant:
+    """Compile ``sgd_kernel`` for sm_90 with ``launch_constexprs(**constexprs)``, and
+    ``triton_sgd.ENABLE_FP_FUSION`` unless ``enable_fp_fusion`` is given (cached)."""
+    return compile_variants([(constexprs, enable_fp_fusion)])[0]
+
+
+_INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
+_LABEL = re.compile(r"^([.$][\w$.]*):$")
+_TARGET = re.compile(r"`\(([^)\s]+)\)")
+
+
+def parse_sass(sass: str):
+    """[(addr, opcode with modifiers, operands)] and {label: addr} from ``nvdisasm -c``."""
+    instrs, labels, pending = [], {}, []
+    for line in sass.splitlines():
+        m = _LABEL.match(line.strip())
+        if m:
+            pending.append(m.group(1))
+            continue
+        m = _INSTR.search(line)
+        if m:
+            addr = int(m.group(1), 16)
+            for lab in pending:
+                labels[lab] = addr
+            pending = []
+            instrs.append((addr, m.group(3), m.group(4).strip()))
+    return instrs, labels
+
+
+def division_ffmas(instrs, labels) -> set:
+    """Addresses of the FFMAs that belong to IEEE division: those in called subroutines
+    (the slow path), and those reading the divisor or its reciprocal (MUFU.RCP's source
+    and result, and FFMAs of those two alone: the reciprocal's refinement)."""
+    called = sorted(labels[t] for a, op, o in instrs if op.startswith("CALL") for t in _TARGET.findall(o))
+    ends = [a for a, op, _ in instrs if op.startswith("RET")]
+    in_sub = lambda a: any(s <= a <= min([e for e in ends if e >= s], default=s) for s in called)  # noqa: E731
+    marked, out = set(), set()
+    for addr, op, operands in instrs:  # in address order: a register keeps its mark until redefined
+        regs = re.findall(r"\bU?R\d+\b", operands)  # (with ptxas .maxnreg the divisor may sit in a UR)
+        dst, srcs = (regs[0], regs[1:]) if regs else (None, [])
+        if op.startswith("MUFU.RCP"):
+            marked |= {dst, *srcs}
+            continue
+        if op.startswith(("MOV", "IMAD.MOV", "UMOV")) and srcs and all(r in marked for r in srcs):
+            marked.add(dst)  # a copy of the divisor or its reciprocal
+            continue
+        if op.startswith("FFMA") and (in_sub(addr) or any(r in marked for r in srcs)):
+            out.add(addr)
+            if srcs and all(r in marked or r == "RZ" for r in srcs):
+                marked.add(dst)
+                continue
+        if dst is not None and not op.startswith(("ST", "BRA", "ISETP", "FSETP", "FCHK")):
+            marked.discard(dst)
+            if "WIDE" in op or "64" in op:  # a register pair
+                prefix, number = dst.split("R")
+                marked.discard(f"{prefix}R{int(number) + 1}")
+    return out
+
+
+def find_loops(instrs, labels):
+    """(start, end) address ranges of the loops: a branch back to a label at or before it."""
+    loops = []
+    for addr, op, operands in instrs:
+        if op.startswith("BRA"):
+            for t in _TARGET.findall(operands):
+                if labels.get(t, addr) < addr:  # (a branch to itself is the end's trap)
+                    loops.append((labels[t], addr))
+    return loops
+
+
+def analyze(variant: CompiledVariant) -> dict:
+    """The instruction budget of one compiled variant (see the module docstring)."""
+    cx = variant.constexprs
+    instrs, labels = parse_sass(variant.sass)
+    loops = find_loops(instrs, labels)
+    outer = [lp for lp in loops if not any(o != lp and o[0] <= lp[0] and lp[1] <= o[1] for o in loops)]
+    start, end = max(outer, key=lambda lp: lp[1] - lp[0])
+    body = [i for i in instrs if start <= i[0] <= end]
+    threads = 32 * variant.num_warps
+    per_thread = cx["BLOCK"] // threads
+    steps = (cx["GROUP"] if cx["UNROLL"] else 1) * per_thread  # neuron-steps per thread per iteration
+    by_op = collections.Counter(op.split(".")[0] for _, op, _ in body)
+    div_ffma = division_ffmas(instrs, labels)
+    ffma = [a for a, op, _ in instrs if op.startswith("FFMA")]
+    loop_ffma = [a for a in ffma if start <= a <= end]
+    per_step = len(body) / steps
+    regs = -(-variant.n_regs // 8) * 8  # registers are allocated per warp, 256 (8 a thread) at a time
+    blocks = min(REGS_PER_SM // (regs * threads), MAX_THREADS_PER_SM // threads, MAX_BLOCKS_PER_SM)
+    return {
+        "constexprs": cx, "num_warps": variant.num_warps, "enable_fp_fusion": variant.enable_fp_fusion,
+        "n_regs": variant.n_regs, "n_spills": variant.n_spills, "stack_bytes": variant.stack,
+        "kernel_instructions": len(instrs), "loop_instructions": len(body),
+        "loop_range": [f"{start:#06x}", f"{end:#06x}"], "loops": len(loops),
+        "neuron_steps_per_iteration": steps,
+        "divergence_checks_in_loop": sum(1 for _, op, o in body if op.startswith("FSETP") and FLT_MAX_SASS in o),
+        "instructions_per_neuron_step": per_step,
+        "per_neuron_step_by_opcode": {k: v / steps for k, v in by_op.most_common()},
+        "loop_opcodes": dict(collections.Counter(op for _, op, _ in body).most_common()),  # with modifiers
+        "ffma_kernel": len(ffma), "ffma_loop": len(loop_ffma),
+        "ffma_division_kernel": len(div_ffma), "ffma_division_loop": sum(1 for a in loop_ffma if a in div_ffma),
+        "ffma_outside_division": sum(1 for a in ffma if a not in div_ffma),
+        "local_memory_in_loop": sum(1 for _, op, _ in body if op.startswith(("LDL", "STL"))),
+        "blocks_per_sm": blocks, "occupancy": blocks * threads / MAX_THREADS_PER_SM,
+        "issue_bound_neuron_steps_per_s": issue_bound(per_step),
+    }
+
+
+def issue_bound(instructions_per_neuron_step: float) -> float:
+    """Neuron-steps/s if the H200 issued one instruction per scheduler per cycle and
+    nothing else limited it: 132 SMs x 4 x 32 lanes x 1.98 GHz / instructions."""
+    return SMS * SCHEDULERS * LANES * CLOCK_HZ / instructions_per_neuron_step
+
+
+def _output(*cmd) -> str:
+    try:
+        return subprocess.run(cmd, cwd=KERNEL_SOURCE.parent, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def header() -> dict:
+    """Date, triton and ptxas versions, target and commit of a report."""
+    import triton
+    return {"date": datetime.date.today().isoformat(), "triton": triton.__version__,
+            "ptxas": " ".join(re.findall(r"release \S+ V\S+", _output(str(_tool("ptxas")), "--version"))),
+            "target": "GPUTarget(%r, %d, %d)" % TARGET, "commit": _output("git", "rev-parse", "--short", "HEAD")
+            + (" (triton_sgd.py modified)" if _output("git", "status", "--porcelain", KERNEL_SOURCE.name) else ""),
+            "kernel": f"fastneuron/kernels/{KERNEL_SOURCE.name}:sgd_kernel, source sha256 "
+            + hashlib.sha256(KERNEL_SOURCE.read_bytes()).hexdigest()[:12]}
+
+
+def report(variants=None) -> list:
+    """One row (``analyze``'s dict with a ``name``) per variant, VARIANTS by default."""
+    variants = VARIANTS if variants is None else variants
+    compiled = compile_variants([(cx, None) for cx in variants.values()])
+    return [{"name": name, **analyze(v)} for name, v in zip(variants, compiled)]
+
+
+_CLASSES = {"FMUL": "FMUL/FADD", "FADD": "FMUL/FADD", "IMAD": "IMAD", "LOP3": "LOP3", "SEL": "SEL", "FSEL": "SEL",
+            "FSETP": "FSETP", "ISETP": "ISETP", "IADD3": "IADD3"}
+_COLUMNS = ["FMUL/FADD", "IMAD", "LOP3", "SEL", "FSETP", "ISETP", "IADD3", "uniform", "other"]
+
+
+def format_report(rows, head: dict | None = None) -> str:
+    """The rows as a text table, then each variant's loop and opcodes (after ``head``'s lines)."""
+    lines = [f"# {k}: {v}" for k, v in (head or {}).items()]
+    lines.append(f"{'variant':<19} {'instr/step':>10} " + " ".join(f"{c:>9}" for c in _COLUMNS)
+                 + f" {'regs':>4} {'spill':>5} {'blk/SM':>6} {'FFMA(div)':>10} {'loopFFMA(div)':>13} {'LDL/STL':>7}"
+                 + f" {'est. steps/s':>12}")
+    for r in rows:
+        c = collections.Counter()
+        for op, n in r["per_neuron_step_by_opcode"].items():
+            c[_CLASSES.get(op, "uniform" if op.startswith("U") else "other")] += n
+        lines.append(f"{r['name']:<19} {r['instructions_per_neuron_step']:>10.2f} "
+                     + " ".join(f"{c[k]:>9.2f}" for k in _COLUMNS)
+                     + f" {r['n_regs']:>4} {r['n_spills']:>5} {r['blocks_per_sm']:>6}"
+                     + f" {r['ffma_kernel']:>5}({r['ffma_division_kernel']:>3})"
+                     + f" {r['ffma_loop']:>8}({r['ffma_division_loop']:>3}) {r['local_memory_in_loop']:>7}"
+                     + f" {r['issue_bound_neuron_steps_per_s']:>12.3e}")
+    lines.append("\ninstr/step and the class columns: SASS instructions per neuron-step in the main loop "
+                 "(static count / neuron-steps per thread per iteration); blk/SM: blocks of 128 threads per SM "
+                 "that the registers allow; FFMA(div): FFMAs in the kernel (of them, IEEE division's); "
+                 "est.: issue-bound H200, 132*4*32*1.98e9/instr.\n")
+    for r in rows:
+        ops = ", ".join(f"{k} {v:.2f}" for k, v in r["per_neuron_step_by_opcode"].items())
+        lines.append(f"{r['name']}: loop {r['loop_range'][0]}-{r['loop_range'][1]}, {r['loop_instructions']} "
+                     f"instructions for {r['neuron_steps_per_iteration']} neuron-steps per thread "
+                     f"({r['divergence_checks_in_loop']} divergence checks); per neuron-step: {ops}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fastneuron.kernels.sass", description=__doc__.split("\n")[0])
+    p.add_argument("--json", metavar="PATH", help="also write the header and rows as JSON")
+    p.add_argument("--variant", action="append", choices=list(VARIANTS), help="only these (repeatable)")
+    args = p.parse_args(argv)
+    if not tools_available():
+        print("sass: needs triton with its nvidia tools (ptxas, cuobjdump, nvdisasm)", file=sys.stderr)
+        return 2
+    chosen = {k: VARIANTS[k] for k in args.variant} if args.variant else None
+    rows, head = report(chosen), header()
+    sys.stdout.write(format_report(rows, head))
+    if args.json:
+        Path(args.json).write_text(json.dumps({**head, "variants": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
