@@ -17,12 +17,15 @@ from pathlib import Path
 # Inductor read when a kernel is first defined or compiled, which must come after
 # main() has set them.
 from .contestants import BY_KEY, CONTESTANTS
-from .measure import TUTORIAL_NEURONS, measure, plan_runs
+from .measure import TUTORIAL_NEURONS, LoadWatch, load_average, measure, plan_runs
 from .report import build_report, format_report, format_members, format_rate, make_row, plot, write_csv
 
 
 def main(argv=None) -> int:
     args = _parse_args(argv)
+    # JAX on a GPU takes 75% of its memory when first imported, which would starve the
+    # torch and Triton rows after it (and hide its own footprint): allocate on demand.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if args.interpret:
         os.environ["TRITON_INTERPRET"] = "1"
     if args.cold_cache:
@@ -42,24 +45,31 @@ def main(argv=None) -> int:
         sys.exit("fastneuron.bench: --interpret is for CPU runs (Triton runs natively on CUDA)")
 
     started = time.perf_counter()
+    load = LoadWatch(_progress)
+    load_at_start = load_average()
+    load.check("at start")
     plan, skipped = plan_runs(args.contestants, device, quick=args.quick, interpret=args.interpret,
                               members=args.members, steps=args.steps, on_skip=_report_skip)
     rows, failed = [], []
     for i, (contestant, members, steps) in enumerate(plan, 1):
         label = f"[{i}/{len(plan)}] {contestant.name}, M={format_members(members)}, T={steps}"
-        _progress(f"{label}: set-up and warm-up ...")
+        _progress(f"{label}:")
+        load.where = f"during {label}"
         try:
-            timing = measure(contestant, members, steps, device, args.repeats)
+            timing = measure(contestant, members, steps, device, args.repeats,
+                             say=lambda line: _progress(f"  {line}"), every=args.progress_every,
+                             on_tick=load.check)
         except Exception as exc:  # a broken contestant should not hide the others' results
             _progress(f"{label}: FAILED: {type(exc).__name__}: {exc}")
             failed.append({"contestant": contestant.name, "members": members, "steps": steps,
                            "reason": f"{type(exc).__name__}: {exc}"})
             continue
         rows.append(make_row(contestant, members, steps, timing, interpret=args.interpret))
-        _progress(f"{label}: warm-up {timing.warmup_s:.2f} s, median "
-                  f"{format_rate(rows[-1]['neuron_steps_per_s']['median'])} neuron-steps/s")
+        _progress(f"{label}: median {format_rate(rows[-1]['neuron_steps_per_s']['median'])} neuron-steps/s")
 
     report = build_report(rows, skipped, failed, device, args)
+    report["load"] = {"warnings": load.warnings, "start": load_at_start, "end": load_average(),
+                      "cores_usable": report["machine"]["cores_usable"]}
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
@@ -83,8 +93,10 @@ def _parse_args(argv) -> argparse.Namespace:
         epilog="Contestants: tutorial (the tutorial's loop, one neuron at a time), torch.func "
                "(PyTorch's model-ensembling recipe), eager (fastneuron.train backend='eager', "
                "plain torch ops), jax (jax.jit over lax.scan), compile and triton (fastneuron's "
-               "fast backends). Peers are the first four; ratios are to the fastest peer row. "
-               "Exit status 1 when a contestant failed (skips for a stated reason are fine).",
+               "fast backends), triton-kernel (the Triton kernel's launches alone, CUDA events). "
+               "Peers are the first four; ratios are to the fastest peer row. "
+               "Exit status 1 when a contestant failed (skips for a stated reason are fine). Progress goes "
+               "to stderr, with a warning when the 1-minute load average is above the usable cores.",
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
                         help="where to train (default: cuda when available, else cpu)")
@@ -99,6 +111,7 @@ def _parse_args(argv) -> argparse.Namespace:
                         help="timed runs after the warm-up, at least 3 (default: 5, 3 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and 3 repeats: under a minute on 2 CPU cores")
+    parser.add_argument("--progress-every", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--csv", metavar="PATH", help="also write the rows as CSV")
     parser.add_argument("--plot", metavar="PATH.png",

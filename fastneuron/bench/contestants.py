@@ -5,7 +5,8 @@ per-sample SGD on ``t = 2x + 1`` with ``x ~ U[1, 5)``, member ``m`` with its own
 learning rate from a sweep over [1e-3, 2e-2]. Its ``prepare(members, steps, device)``
 does the untimed set-up and returns ``run()``, which trains all members once and
 returns only when the work is done (CUDA synchronized, JAX blocked on), so that
-timing ``run()`` times training and nothing else.
+timing ``run()`` times training and nothing else. A ``run()`` that times only part of
+itself (``triton-kernel``: the kernel launches, with CUDA events) returns those seconds.
 
 The peers (tutorial, torch.func, torch eager, jax scan) draw x from their own
 random generators: they are timed as equals, not checked bit for bit.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -25,7 +27,7 @@ import numpy as np
 A, C, LO, HI = 2.0, 1.0, 1.0, 5.0
 LR_LO, LR_HI = 1e-3, 2e-2
 
-Run = Callable[[], None]
+Run = Callable[[], Optional[float]]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Contestant:
     allocator: str = "torch"
     #: a line for the table's notes
     note: str = ""
+    #: its first call compiles (torch.compile, jax.jit, Triton): the table shows compile s
+    compiles: bool = False
 
 
 def lr_sweep(members: int) -> np.ndarray:
@@ -158,6 +162,56 @@ def _triton_unavailable(device_type: str, interpret: bool) -> Optional[str]:
     return None
 
 
+def _prepare_triton_kernel(members: int, steps: int, device: str) -> Run:
+    """fastneuron's Triton kernel alone: the run's state is built on the device once, and
+    each run times only the stepper's launches over T steps (CUDA events, as
+    ``triton.testing.do_bench`` does), not the set-up, init or copy back of train()."""
+    import torch
+
+    from fastneuron import kernels
+    from fastneuron.engine import fresh_state
+    from fastneuron.spec import RunSpec
+
+    dev = torch.device(device)
+    spec = RunSpec.build(np.arange(members, dtype=np.int64), lr_sweep(members), steps, backend="triton",
+                         device=dev, progress=False)
+    block = spec.block(0, members, dev)
+    consts, config, names = spec.constants(dev), spec.config, spec.state_names()
+    stepper = kernels.make_stepper("triton")
+    cuda = dev.type == "cuda"
+
+    def steps_of(state) -> None:
+        t = 0
+        while t < steps:
+            n = min(stepper.chunk_steps, steps - t)
+            state = stepper(state, t, block, consts, nsteps=n, config=config, history=None)
+            t += n
+
+    def run() -> float:
+        state = fresh_state(stepper, block, config, names)  # untimed: step 0's (w, b)
+        if not cuda:  # the --interpret smoke run
+            start = time.perf_counter()
+            steps_of(state)
+            return time.perf_counter() - start
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(dev)
+        begin.record()
+        steps_of(state)
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end) / 1e3  # ms -> s
+
+    return run
+
+
+def _triton_kernel_unavailable(device_type: str, interpret: bool) -> Optional[str]:
+    if not _importable("triton"):
+        return "triton is not installed"
+    if device_type == "cpu" and not interpret:
+        return "needs CUDA (--interpret runs a tiny CPU smoke run under TRITON_INTERPRET=1)"
+    return None
+
+
 # --- jax scan -------------------------------------------------------------------------
 
 def _jax_device(device_type: str):
@@ -220,10 +274,16 @@ CONTESTANTS = [
                     "vmap(grad(mse_loss)); x from torch.rand"),
     Contestant("eager", "torch eager", True, _prepare_fastneuron("eager"), _always,
                note='fastneuron.train(backend="eager"): the reference, torch ops over members'),
-    Contestant("jax", "jax scan", True, _prepare_jax, _jax_unavailable, allocator="jax",
+    Contestant("jax", "jax scan", True, _prepare_jax, _jax_unavailable, allocator="jax", compiles=True,
                note="jit(lax.scan) over steps, vectorized over members; x from jax.random"),
-    Contestant("compile", "fastneuron compile", False, _prepare_fastneuron("compile"), _compile_unavailable),
-    Contestant("triton", "fastneuron triton", False, _prepare_fastneuron("triton"), _triton_unavailable),
+    Contestant("compile", "fastneuron compile", False, _prepare_fastneuron("compile"), _compile_unavailable,
+               compiles=True),
+    Contestant("triton", "fastneuron triton", False, _prepare_fastneuron("triton"), _triton_unavailable,
+               compiles=True),
+    Contestant("triton-kernel", "triton kernel only", False, _prepare_triton_kernel, _triton_kernel_unavailable,
+               compiles=True,
+               note="fastneuron's Triton stepper alone: state built on the device once, only the kernel "
+                    "launches over T steps timed (CUDA events); train()'s set-up and copy back excluded"),
 ]
 
 BY_KEY = {c.key: c for c in CONTESTANTS}

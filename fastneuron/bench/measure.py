@@ -4,8 +4,10 @@ the run plan, the timed runs after a warm-up, and the memory probe."""
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +26,19 @@ SIZES = {
         "jax": ([2**14, 2**17, 2**20], 3000),
         "compile": ([2**14, 2**17, 2**20], 3000),
         "triton": ([2**10], 64),  # only with --interpret: a smoke run of the interpreter
+        "triton-kernel": ([2**10], 64),
     },
+    # Within 60 s on 2 Zen 2 cores even with a cold Inductor cache (a cold compile alone
+    # is about 40 s there): one M per contestant, the headline (compile against the
+    # fastest peer) at M = 2**17.
     ("cpu", "quick"): {
-        "tutorial": ([2], 200),
+        "tutorial": ([2], 100),
         "torch.func": ([2**14], 50),
-        "eager": ([2**14, 2**17], 100),
-        "jax": ([2**14, 2**17, 2**20], 400),
-        "compile": ([2**14, 2**17, 2**20], 400),
+        "eager": ([2**17], 100),
+        "jax": ([2**17], 400),
+        "compile": ([2**17], 400),
         "triton": ([2**10], 32),
+        "triton-kernel": ([2**10], 32),
     },
     # The GPU headline is triton at M = 2**24, T = 3000 (and eager at the same M).
     ("cuda", "default"): {
@@ -40,6 +47,7 @@ SIZES = {
         "jax": ([2**14, 2**20, 2**24], 3000),
         "compile": ([2**14, 2**20, 2**24], 3000),
         "triton": ([2**14, 2**17, 2**20, 2**24], 3000),
+        "triton-kernel": ([2**20, 2**24], 3000),
     },
     ("cuda", "quick"): {
         "torch.func": ([2**14], 50),
@@ -47,6 +55,7 @@ SIZES = {
         "jax": ([2**14, 2**20], 800),
         "compile": ([2**14, 2**20], 800),
         "triton": ([2**14, 2**20], 800),
+        "triton-kernel": ([2**20], 800),
     },
 }
 
@@ -73,7 +82,7 @@ def plan_runs(contestants: list, device: str, *, quick: bool, interpret: bool,
             on_skip(skipped[-1])
             continue
         run_members, run_steps = sizes[contestant.key]
-        smoke = contestant.key == "triton" and device == "cpu"
+        smoke = contestant.key.startswith("triton") and device == "cpu"
         if members and not smoke:
             run_members = [TUTORIAL_NEURONS] if contestant.one_at_a_time else members
         if steps and not smoke:
@@ -90,30 +99,155 @@ class Timing:
     peak_mem_method: str
 
 
-def measure(contestant: Contestant, members: int, steps: int, device: str, repeats: int) -> Timing:
+#: Seconds between "still running" lines while one call of a contestant runs.
+HEARTBEAT_S = 10.0
+
+
+def measure(contestant: Contestant, members: int, steps: int, device: str, repeats: int, *,
+            say: Optional[Callable[[str], None]] = None, every: float = HEARTBEAT_S,
+            on_tick: Optional[Callable[[], None]] = None) -> Timing:
     """Set up, warm up once, time ``repeats`` runs, then one more run to watch memory.
 
     Memory has a run of its own because measuring it means first handing freed heap
     back to the OS, and a timed run right after that would pay to fault it back in.
+
+    ``say(line)`` hears the progress: each phase as it starts and ends ("warm-up ...",
+    "run 2/5: 1.20 s") and, every ``every`` seconds while one call is still running, how
+    long it has run; ``on_tick()`` runs at each of those (and after each call) from the
+    watching thread, e.g. to check the machine's load. A run that times itself (the
+    kernel-only contestant) returns its seconds; otherwise the wall time of ``run()`` counts.
     """
+    say = say or (lambda line: None)
+    watch = _Heartbeat(say, every, on_tick)
     memory = _MemoryProbe(device, contestant.allocator)
     memory.start()
-    run = contestant.prepare(members, steps, device)
+    with watch.phase("set-up"):
+        run = contestant.prepare(members, steps, device)
     memory.inputs_ready()
-    start = time.perf_counter()
-    run()
-    warmup_s = time.perf_counter() - start
+    with watch.phase("warm-up" + (" (includes the compile)" if contestant.compiles else "")) as phase:
+        warmup_s = _timed(run)
+        phase.done(f"warm-up: {warmup_s:.2f} s")
     run_s = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        run_s.append(time.perf_counter() - start)
+    for i in range(1, repeats + 1):
+        with watch.phase(f"run {i}/{repeats}", announce=False) as phase:
+            run_s.append(_timed(run))
+            phase.done(f"run {i}/{repeats}: {run_s[-1]:.2f} s")
     memory.start()
-    run()
+    with watch.phase("memory run", announce=False):
+        run()
     peak = memory.peak_of_run()
     del run
     gc.collect()
     return Timing(warmup_s, run_s, peak, memory.method)
+
+
+def _timed(run) -> float:
+    start = time.perf_counter()
+    own = run()
+    wall = time.perf_counter() - start
+    return float(own) if own is not None else wall
+
+
+class _Heartbeat:
+    """Progress lines for the phases of one measurement, and "still running" lines from
+    a watching thread every ``every`` seconds while a phase lasts."""
+
+    def __init__(self, say: Callable[[str], None], every: float, on_tick: Optional[Callable[[], None]]):
+        self._say, self._every, self._on_tick = say, every, on_tick
+
+    def phase(self, name: str, *, announce: bool = True) -> "_Phase":
+        return _Phase(self, name, announce)
+
+
+class _Phase:
+    def __init__(self, beat: _Heartbeat, name: str, announce: bool):
+        self._beat, self._name, self._announce = beat, name, announce
+        self._stop = threading.Event()
+        self._thread = None
+        self._end_line = None
+
+    def done(self, line: str) -> None:
+        self._end_line = line
+
+    def __enter__(self) -> "_Phase":
+        if self._announce:
+            self._beat._say(f"{self._name} ...")
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._watch, name="fastneuron.bench heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._beat._every):
+            self._beat._say(f"{self._name}: still running, {time.monotonic() - self._started:.0f} s")
+            self._tick()
+
+    def _tick(self) -> None:
+        if self._beat._on_tick is not None:
+            try:
+                self._beat._on_tick()
+            except Exception:  # a failed load check must not end the measurement
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            if self._end_line:
+                self._beat._say(self._end_line)
+            self._tick()
+
+
+# --- the machine's load -----------------------------------------------------------------
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load_average() -> Optional[tuple]:
+    """(1, 5, 15)-minute load averages, or None where the OS has none."""
+    try:
+        return tuple(round(x, 2) for x in os.getloadavg())
+    except (OSError, AttributeError):
+        return None
+
+
+class LoadWatch:
+    """Warns when the 1-minute load average is above the usable cores: then the
+    contestants share the cores with other work, and thread-pooled ones (torch's
+    intra-op threads) can slow down many times over. This run's own threads count in
+    the load too. It warns at the first check that finds the machine loaded and again
+    only after the load has come back down and risen again, so a loaded machine gives
+    one line, not one per row."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self._say = say
+        self._lock = threading.Lock()
+        self._loaded = False
+        self.where = "at start"
+        self.warnings: list = []
+
+    def check(self, where: Optional[str] = None) -> None:
+        load = load_average()
+        if load is None:
+            return
+        cores = usable_cores()
+        with self._lock:
+            loaded, was = load[0] > cores, self._loaded
+            self._loaded = loaded
+            if not loaded or was:
+                return
+            self.warnings.append({"where": where or self.where, "load1": load[0], "cores": cores})
+            self._say(format_load_warning(self.warnings[-1], explain=len(self.warnings) == 1))
+
+
+def format_load_warning(w: dict, explain: bool = True) -> str:
+    line = f"WARNING: load average {w['load1']:.2f} (1 min) is above the {w['cores']} usable cores {w['where']}"
+    if explain:
+        line += (": the machine is busy and the timings are unreliable (torch's intra-op threads were seen to "
+                 "slow eager 8x on a loaded machine); this run's own threads count in the load too")
+    return line
 
 
 class _MemoryProbe:

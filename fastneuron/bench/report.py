@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from .contestants import Contestant
-from .measure import Timing
+from .measure import Timing, format_load_warning
 
 # --- rows and report ------------------------------------------------------------------
 
@@ -24,7 +24,7 @@ def make_row(contestant: Contestant, members: int, steps: int, timing: Timing, *
 
     rates = members * steps / np.asarray(timing.run_s)
     median_s = float(np.median(timing.run_s))
-    smoke = contestant.key == "triton" and interpret
+    smoke = contestant.key.startswith("triton") and interpret
     return {
         "contestant": contestant.name,
         "peer": contestant.peer,
@@ -42,9 +42,10 @@ def make_row(contestant: Contestant, members: int, steps: int, timing: Timing, *
         "ratio": None,
         "ratio_to": None,
         "warmup_s": timing.warmup_s,
-        # The first call's extra time over a steady one: compilation (torch.compile,
-        # jax.jit, Triton) and first-touch costs. Cold only with --cold-cache.
-        "compile_s": max(0.0, timing.warmup_s - median_s),
+        # The first call's extra time over a steady one, for the contestants that compile
+        # (torch.compile, jax.jit, Triton; None for the others): the compile and first-touch
+        # costs. A cold compile only with --cold-cache. The interpreter compiles nothing.
+        "compile_s": max(0.0, timing.warmup_s - median_s) if contestant.compiles and not smoke else None,
         "peak_mem_bytes": timing.peak_mem_bytes,
         "peak_mem_method": timing.peak_mem_method,
         "note": "TRITON_INTERPRET=1 smoke run: not comparable" if smoke else contestant.note,
@@ -174,7 +175,7 @@ _COLUMNS = [  # (header, width, formatter of a row)
     ("p80/s", 8, lambda r: format_rate(r["neuron_steps_per_s"]["p80"])),
     ("ratio", 8, lambda r: "-" if r["ratio"] is None else _format_ratio(r["ratio"])),
     ("warm-up s", 9, lambda r: f"{r['warmup_s']:.2f}"),
-    ("compile s", 9, lambda r: f"{r['compile_s']:.2f}"),
+    ("compile s", 9, lambda r: "-" if r["compile_s"] is None else f"{r['compile_s']:.2f}"),
     ("peak mem", 9, lambda r: _format_bytes(r["peak_mem_bytes"])),
 ]
 
@@ -183,8 +184,10 @@ def format_report(report: dict) -> str:
     """The report as printed: the table, its legend and notes, headline, machine."""
     rows, machine, versions = report["rows"], report["machine"], report["versions"]
     lines = [f"fastneuron.bench on {report['device']} ({report['device_name']}): neuron-steps per second, "
-             f"median and 20th/80th percentiles of {report['settings']['repeats']} timed runs after a warm-up",
-             ""]
+             f"median and 20th/80th percentiles of {report['settings']['repeats']} timed runs after a warm-up"]
+    lines += [format_load_warning(w, explain=i == 0)
+              for i, w in enumerate((report.get("load") or {}).get("warnings", []))]
+    lines.append("")
     lines.append("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w, _) in enumerate(_COLUMNS)))
     lines.append("  ".join("-" * w for _, w, _ in _COLUMNS))
     for row in rows:
@@ -195,9 +198,10 @@ def format_report(report: dict) -> str:
     lines.append(f"ratio: median over the fastest peer row, {ratio_to or 'none measured'}; "
                  "peers: tutorial, torch.func, torch eager, jax scan.")
     lines.append("M: members trained at once (tutorial: neurons trained one after another); T: steps.")
-    lines.append("warm-up s: the first call (includes torch.compile / jax.jit); compile s: warm-up minus the "
-                 "median run" + (" (fresh cache: a cold compile)." if report["settings"]["cold_cache"]
-                                 else " (Inductor's on-disk cache may be warm; --cold-cache for a cold compile)."))
+    cache = (" (fresh cache: a cold compile)." if report["settings"]["cold_cache"]
+             else " (Inductor's on-disk cache may be warm; --cold-cache for a cold compile).")
+    lines.append("warm-up s: the first call (includes torch.compile / jax.jit / Triton's compile); compile s, "
+                 "for the contestants that compile (- for the others): warm-up minus the median run" + cache)
     methods = sorted({r["peak_mem_method"] for r in rows})
     lines.append("peak mem: what the set-up keeps (inputs) plus the peak of one more steady run above it "
                  f"({', '.join(methods) or '-'}).")
@@ -219,6 +223,11 @@ def format_report(report: dict) -> str:
                  f"torch uses {machine['torch_threads']} threads)"
                  + (f", GPU {machine['gpu']}" if machine["gpu"] else ", no GPU used"))
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v is not None))
+    load = report.get("load")
+    if load and load.get("start"):
+        end = f", at the end {_format_load(load['end'])}" if load.get("end") else ""
+        lines.append(f"load average (1, 5, 15 min): at start {_format_load(load['start'])}{end}; "
+                     f"{load['cores_usable']} usable cores")
     lines.append(f"date: {report['date']}")
     return "\n".join(lines)
 
@@ -288,6 +297,10 @@ def format_rate(x: float) -> str:
 
 def _format_ratio(x: float) -> str:
     return f"{x:.3g}x" if x < 1000 else f"{x:.2e}x".replace("e+0", "e").replace("e+", "e")
+
+
+def _format_load(load) -> str:
+    return "/".join(f"{x:.2f}" for x in load)
 
 
 def _format_bytes(n: Optional[int]) -> str:
