@@ -22,6 +22,11 @@ from .report import build_report, format_report, format_members, format_rate, ma
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--sass"]:  # the Triton kernel's instruction budget, compiled without a GPU
+        from fastneuron.kernels import sass
+
+        return sass.main(argv[1:])
     args = _parse_args(argv)
     # JAX on a GPU takes 75% of its memory when first imported, which would starve the
     # torch and Triton rows after it (and hide its own footprint): allocate on demand.
@@ -116,6 +121,10 @@ def _parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--csv", metavar="PATH", help="also write the rows as CSV")
     parser.add_argument("--plot", metavar="PATH.png",
                         help="plot throughput against M, log-log, one line per contestant (matplotlib)")
+    parser.add_argument("--sass", action="store_true",
+                        help="instead of timing: the Triton kernel's SASS instructions per neuron-step on sm_90, "
+                             "compiled here without a GPU (first argument; the rest go to "
+                             "python -m fastneuron.kernels.sass, e.g. --json PATH)")
     parser.add_argument("--interpret", action="store_true",
                         help="run fastneuron triton on CPU under TRITON_INTERPRET=1: a tiny smoke run, "
                              "shown but not compared")
