@@ -22,17 +22,27 @@ used. Otherwise the group is initialized here from torchrun's environment (``RAN
 ``FASTNEURON_DIST_TIMEOUT`` seconds (default 600) for setting up and for the gather.
 Without either, ``distributed=True`` trains in this process alone, with a warning.
 
-A dead peer is an error, not a hang. A run does not wait inside a collective while
-other ranks still train (a shard may well take hours longer than another): each rank
-beats a heartbeat counter in the group's key-value store every second from a
-background thread, and posts "done" (or the error it met) when its shard is trained.
-Rank 0 waits for every "done"; a rank whose heartbeat has not moved for
-``FASTNEURON_DIST_PEER_TIMEOUT`` seconds (default 60) is declared dead, and a rank
-that posted an error fails the run with that error. Rank 0 then posts its verdict,
-which the other ranks wait for while they watch rank 0's heartbeat (and the store,
-which lives with rank 0 or with torchrun's agent). Every rank ends in
-:class:`DistributedError` naming the failed rank, or all of them enter the gather.
-Under torchrun, a process that dies also makes torchrun stop its other processes.
+Every rank was given all members and settings, and they must agree: before training,
+each rank posts the SHA-256 digest of its members (``RunSpec.digest``: every seed, lr
+and per-member option, not a sample) and its run settings, and a rank whose digest or
+settings differ from rank 0's fails the run on every rank, naming what differs.
+
+A dead peer is an error, not a hang, noticed while the others train. Each rank beats a
+heartbeat counter in the group's key-value store every second from a background
+thread, which (every ``CHECK_SECONDS`` while the rank trains its shard) also looks at
+its peers: rank 0 at every other rank's heartbeat and reported failure, the other ranks
+at rank 0's heartbeat and verdict. A rank whose heartbeat has not moved for
+``FASTNEURON_DIST_PEER_TIMEOUT`` seconds (default 20) is declared dead, a store that
+fails a call or has not answered for as long is declared lost (it lives with rank 0
+or with torchrun's agent), and the training rank stops after its current chunk of
+steps (``engine.run(between_chunks=...)``; the check itself costs no store call).
+When its shard is trained, a rank posts "done" (or the error it met); rank 0 waits for
+every "done" while it watches the heartbeats, and a rank that posted an error fails the
+run with that error. Rank 0 then posts its verdict (at once, if it fails the run while
+it trains), which the other ranks wait for while they watch rank 0's heartbeat. Every
+rank ends in :class:`DistributedError`, one line naming the failed rank or the lost
+store, or all of them enter the gather. Under torchrun, a process that dies also makes
+torchrun stop its other processes.
 
 Progress: only rank 0 shows a bar (for its own shard). Checkpoints: ``checkpoint=P``
 makes rank ``r`` checkpoint its shard to ``P.rank{r}``, and ``resume=P`` resumes
@@ -64,53 +74,33 @@ import atexit
 import dataclasses
 import datetime
 import itertools
-import json
 import os
 import sys
-import threading
-import time
 import warnings
 from typing import Optional
 
 import torch
 
 from . import engine
+from .distributed_watch import (  # noqa: F401  (re-exported: the errors and knobs of a run)
+    ABANDON_SECONDS, CHECK_SECONDS, HEARTBEAT_SECONDS, PEER_TIMEOUT_ENV, PEER_TIMEOUT_SECONDS, DistributedError,
+    _seconds, _Watch)
 from .result import TrainResult
 from .spec import RunSpec
 
 #: Seconds for setting up the process group and for the gather (environment variable).
 TIMEOUT_ENV = "FASTNEURON_DIST_TIMEOUT"
-#: Seconds without a heartbeat after which a peer counts as dead (environment variable).
-PEER_TIMEOUT_ENV = "FASTNEURON_DIST_PEER_TIMEOUT"
-#: Test hook: ``R`` makes rank R exit (status 1) before it trains, ``R:after`` after
-#: it has trained its shard (and written its checkpoint) but before it reports.
+#: Test hook: ``R`` makes rank R exit (status 1) before it trains, ``R:during`` after
+#: its first chunk of steps, ``R:after`` after it has trained its shard (and written its
+#: checkpoint) but before it reports.
 TEST_FAIL_ENV = "FASTNEURON_TEST_FAIL_RANK"
 
-HEARTBEAT_SECONDS = 1.0
 _GATHER_CHUNK_BYTES = 64 << 20
-_calls = itertools.count()
-
-
-class DistributedError(RuntimeError):
-    """A distributed run failed on some rank, or lost a rank."""
 
 
 def shard_bounds(m: int, rank: int, world: int) -> tuple[int, int]:
     """Members ``[start, stop)`` of ``rank``: an even split, ``[r*M//W, (r+1)*M//W)``."""
     return rank * m // world, (rank + 1) * m // world
-
-
-def _seconds(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0 seconds, got {text!r}")
-    return value
 
 
 def _init_group(device_type: str) -> bool:
@@ -158,84 +148,6 @@ def _local_rank(rank: int) -> int:
     return rank % count if count else 0
 
 
-class _Watch:
-    """Heartbeats and "done" reports of the ranks, in the group's key-value store."""
-
-    def __init__(self, store, rank: int, world: int):
-        import torch.distributed as dist
-
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        self.store = dist.PrefixStore(f"fastneuron/attempt{attempt}/run{next(_calls)}/", store)
-        self.rank, self.world = rank, world
-        self.peer_timeout = _seconds(PEER_TIMEOUT_ENV, 60.0)
-        self._stop = threading.Event()
-        self._call("starting", self._beat)  # the store may already be gone with a dead rank 0
-        self._thread = threading.Thread(target=self._beating, name="fastneuron-heartbeat", daemon=True)
-        self._thread.start()
-
-    def _beat(self) -> None:
-        self.store.add(f"hb{self.rank}", 1)
-
-    def _beating(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                self._beat()
-            except Exception:  # the store is gone: the main thread finds out and says so
-                return
-
-    def stop(self) -> None:
-        # Joined, so that the thread is never inside a store call when the process exits.
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-
-    def _call(self, what: str, fn, *args):
-        try:
-            return fn(*args)
-        except DistributedError:
-            raise
-        except Exception as exc:
-            raise DistributedError(
-                f"fastneuron: rank {self.rank} of {self.world} lost contact with the run's key-value store "
-                f"while {what} (it lives with rank 0 or with torchrun's agent: did that process die?): {exc}"
-            ) from None
-
-    def post(self, key: str, message: dict) -> None:
-        self._call("reporting", self.store.set, key, json.dumps(message))
-
-    def _wait(self, keys: dict, what: str) -> dict:
-        """Wait for ``keys`` ({key: rank whose heartbeat vouches for it}); their messages."""
-        got: dict = {}
-        seen: dict = {}
-        pause = min(1.0, 0.05 * max(1, len(keys)) ** 0.5)
-        while len(got) < len(keys):
-            now = time.monotonic()
-            for key, peer in keys.items():
-                if key in got:
-                    continue
-                if self._call(what, self.store.check, [key]):
-                    got[key] = json.loads(self._call(what, self.store.get, key).decode())
-                    continue
-                beats = self._call(what, self.store.add, f"hb{peer}", 0)
-                if peer not in seen or seen[peer][0] != beats:
-                    seen[peer] = (beats, now)
-                elif now - seen[peer][1] > self.peer_timeout:
-                    raise DistributedError(
-                        f"fastneuron: rank {peer} of {self.world} stopped: no heartbeat for "
-                        f"{self.peer_timeout:g} s while rank {self.rank} was {what} (its process died, "
-                        f"or its machine is gone; {PEER_TIMEOUT_ENV} sets the limit). The run is abandoned.")
-            time.sleep(pause)
-        return got
-
-    def wait_done(self) -> dict:
-        """Rank 0: every other rank's report, by rank."""
-        keys = {f"done{p}": p for p in range(self.world) if p != self.rank}
-        got = self._wait(keys, "waiting for the other ranks to finish their shards")
-        return {keys[k]: v for k, v in got.items()}
-
-    def wait_verdict(self) -> dict:
-        return self._wait({"verdict": 0}, "waiting for rank 0")["verdict"]
-
-
 def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
     """Run ``spec`` (``distributed=True``) sharded across the ranks: each rank runs its
     shard through the engine; rank 0 returns the whole result, the other ranks None."""
@@ -259,36 +171,52 @@ def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
     try:
         fail = os.environ.get(TEST_FAIL_ENV, "")
         _test_fail(fail, rank, "before")
-        report: dict = {"ok": True}
+        _compare_given(watch, spec, mine, rank, world)
+        chunks = itertools.count()
+
+        def between_chunks() -> None:
+            if next(chunks) == 0:
+                _test_fail(fail, rank, "during")
+            watch.check()
+
         shard = None
+        watch.training = True
         try:
             if b1 > b0:
-                shard = engine.run(mine)
-            # Every rank was given all members: compare what each was given, in full.
-            report["members"] = spec.digest
-            report["settings"] = {**spec.run_settings, "backend": mine.backend}
+                shard = engine.run(mine, between_chunks=between_chunks)
         except Exception as exc:
-            hint = ""
-            if spec.resume is not None and "resume:" in str(exc):
-                hint = f" (a distributed run resumes with as many ranks as it started with, here {world})"
-            error = f"{type(exc).__name__}: {exc}{hint}"
-            if rank != 0:
-                watch.post(f"done{rank}", {"ok": False, "error": error})
+            if isinstance(exc, DistributedError):  # a peer or the store was lost: the watch said which
+                error, failure = str(exc), exc
+            else:
+                hint = ""
+                if spec.resume is not None and "resume:" in str(exc):
+                    hint = f" (a distributed run resumes with as many ranks as it started with, here {world})"
+                error = f"{type(exc).__name__}: {exc}{hint}"
+                failure = DistributedError(f"fastneuron: rank 0 of {world} failed: {error}") if rank == 0 else exc
+            try:  # tell the others at once; the store itself may be what was lost
+                if rank != 0:
+                    watch.post(f"done{rank}", {"ok": False, "error": error})
+                else:
+                    watch.abandon(error if failure is exc else f"rank 0 failed: {error}")
+            except DistributedError:
+                pass
+            if failure is exc:
                 raise
-            watch.post("verdict", {"ok": False, "error": f"rank 0 failed: {error}"})
-            raise DistributedError(f"fastneuron: rank 0 of {world} failed: {error}") from exc
+            raise failure from exc
+        finally:
+            watch.training = False
         _test_fail(fail, rank, "after")
 
         if rank != 0:
-            watch.post(f"done{rank}", report)
+            watch.post(f"done{rank}", {"ok": True})
             verdict = watch.wait_verdict()
             if not verdict["ok"]:
                 raise DistributedError(f"fastneuron: rank 0 abandoned the run: {verdict['error']}")
         else:
             try:
-                _check_reports(report, watch.wait_done(), world)
+                _check_reports(watch, watch.wait_done(), world)
             except DistributedError as exc:
-                watch.post("verdict", {"ok": False, "error": str(exc)})
+                watch.abandon(str(exc))
                 raise
             watch.post("verdict", {"ok": True})
         out = _gather(shard, spec, rank, world, dev)
@@ -313,14 +241,47 @@ def _test_fail(spec: str, rank: int, when: str) -> None:
         os._exit(1)
 
 
-def _check_reports(mine: dict, reports: dict, world: int) -> None:
+def _compare_given(watch: _Watch, spec: RunSpec, mine: RunSpec, rank: int, world: int) -> None:
+    """Before training: DistributedError on every rank unless all ranks were given the same
+    members (the full digest) and settings as rank 0."""
+    given = {"members": spec.digest, "settings": {**spec.run_settings, "backend": mine.backend}}
+    watch.post(f"given{rank}", given)
+    if rank != 0:
+        theirs = watch.wait_given()[0]
+        differ = _differences(theirs, given)
+        if differ:
+            error = f"fastneuron: rank {rank} of {world} was given other arguments than rank 0 ({differ}): " \
+                    "every rank must be given the same arguments"
+            raise DistributedError(error)
+        return
+    theirs = sorted(watch.wait_given().items())
+    errors = [f"rank {p} of {world} was given other arguments than rank 0 ({d})" for p, t in theirs
+              if (d := _differences(given, t))]
+    watch.gone.update(p for p, t in theirs if _differences(given, t))
+    if errors:
+        error = f"fastneuron: {'; '.join(errors)}: every rank must be given the same arguments"
+        watch.abandon(error)
+        raise DistributedError(error)
+
+
+def _differences(ours: dict, theirs: dict) -> str:
+    """What differs between two ranks' arguments, in words ("" if nothing)."""
+    parts = []
+    if theirs["members"] != ours["members"]:
+        parts.append("the members differ: SHA-256 digests of all seeds, lrs and per-member options")
+    keys = sorted(k for k in {*ours["settings"], *theirs["settings"]}
+                  if ours["settings"].get(k) != theirs["settings"].get(k))
+    if keys:
+        parts.append(f"the settings differ: {', '.join(keys)}")
+    return "; ".join(parts)
+
+
+def _check_reports(watch: _Watch, reports: dict, world: int) -> None:
     for p in sorted(reports):
         r = reports[p]
         if not r["ok"]:
+            watch.gone.add(p)
             raise DistributedError(f"fastneuron: rank {p} of {world} failed: {r['error']}")
-        if r["members"] != mine["members"] or r["settings"] != mine["settings"]:
-            raise DistributedError(f"fastneuron: rank {p} of {world} was given other members or settings "
-                                   "than rank 0: every rank must be given the same arguments")
 
 
 def _gather(shard: Optional[TrainResult], spec: RunSpec, rank: int, world: int,

@@ -1,7 +1,9 @@
 """Distributed runs (fastneuron.distributed) on CPU with gloo: the gathered result is
 bit for bit the single-process result, with 2 ranks and with 3 (uneven shards, and a
-rank with no member); a rank that dies or fails makes the run fail fast with a
-message naming it; per-rank checkpoints resume every shard.
+rank with no member); ranks given different members (one lr past 2**20) fail before
+training; a rank that dies or fails, before, while or after it trains, makes the run
+fail fast with one line naming it, as does losing the store; per-rank checkpoints
+resume every shard.
 
 Each rank is a real process started as torchrun starts it (RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR, MASTER_PORT); the last test goes through torchrun itself.
@@ -15,6 +17,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -40,9 +43,15 @@ RUN = dict(
 
 WORKER = """
 import json, sys
+import numpy as np
 import fastneuron, fastneuron.distributed
 kw = json.loads(sys.argv[1])
 fastneuron.distributed._GATHER_CHUNK_BYTES = kw.pop("_gather_chunk_bytes", 64 << 20)
+if "_members" in kw:  # [M, lr]: seeds 0..M-1, all with lr, but [index, lr] in _lrs_at
+    m, lr = kw.pop("_members")
+    kw["seeds"], kw["lrs"] = np.arange(m, dtype=np.uint64), np.full(m, lr, dtype=np.float32)
+    for i, v in kw.pop("_lrs_at", []):
+        kw["lrs"][i] = v
 r = fastneuron.train(**kw, distributed=True)
 print("RESULT", r is not None, flush=True)
 if r is not None:
@@ -56,8 +65,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(world: int, kw: dict, out, extra_env=None, timeout: float = 120):
-    """Start ``world`` ranks of WORKER as torchrun would; [(returncode, stdout, stderr)], seconds."""
+def launch(world: int, kw: dict, out, extra_env=None, timeout: float = 120, rank_kw=None, ends=None):
+    """Start ``world`` ranks of WORKER as torchrun would (rank r's arguments: ``kw``
+    updated with ``rank_kw[r]``); [(returncode, stdout, stderr)], seconds. ``ends``, a
+    list, gets the seconds at which each rank ended."""
     port = free_port()
     procs = []
     t0 = time.monotonic()
@@ -66,18 +77,36 @@ def launch(world: int, kw: dict, out, extra_env=None, timeout: float = 120):
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
                    FASTNEURON_DIST_PEER_TIMEOUT=str(PEER_TIMEOUT), **(extra_env or {}))
         env.pop("TORCHELASTIC_RESTART_COUNT", None)
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(kw), str(out)], env=env, cwd=REPO,
+        args = json.dumps(dict(kw, **(rank_kw or {}).get(r, {})))
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, args, str(out)], env=env, cwd=REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = []
+    results: list = [None] * world
+    done = [None] * world
+
+    def collect(r: int) -> None:
+        try:
+            stdout, stderr = procs[r].communicate(timeout=timeout)
+            results[r] = (procs[r].returncode, stdout, stderr)
+        except subprocess.TimeoutExpired:
+            pass
+        done[r] = time.monotonic() - t0
+
+    threads = [threading.Thread(target=collect, args=(r,)) for r in range(world)]
     try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=max(1.0, timeout - (time.monotonic() - t0)))
-            results.append((p.returncode, stdout, stderr))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    for r, got in enumerate(results):
+        if got is None:
+            raise subprocess.TimeoutExpired(f"rank {r}", timeout)
+    if ends is not None:
+        ends[:] = done
     return results, time.monotonic() - t0
 
 
@@ -181,6 +210,71 @@ def test_dead_rank_0_fails_the_run(tmp_path):
         "DistributedError: fastneuron: rank 0 of 2 stopped: no heartbeat" in err1
 
 
+def error_lines(stderr: str) -> list:
+    """The lines that state a DistributedError (without torch's "[rankN]: " prefix)."""
+    return [line.split("]: ", 1)[-1] if line.startswith("[rank") else line
+            for line in stderr.splitlines() if "DistributedError: " in line]
+
+
+def test_a_member_past_2_20_given_another_lr_fails_every_rank_before_training(tmp_path):
+    # Issue 13 item 2: the check sampled members beyond 2**20, so this run completed,
+    # member 2097151 trained with rank 1's lr. Now the full digests differ, and every
+    # rank says so before it trains.
+    m, index = 2**21 + 1, 2**21 - 1
+    kw = dict(_members=[m, 0.01], steps=4, member_block=m, backend="eager", device="cpu")
+    results, seconds = launch(2, kw, tmp_path / "out.npz", rank_kw={1: {"_lrs_at": [[index, 0.02]]}})
+    (rc0, _, err0), (rc1, _, err1) = results
+    assert rc0 != 0 and rc1 != 0, err0[-3000:] + err1[-3000:]
+    differ = "the members differ: SHA-256 digests of all seeds, lrs and per-member options"
+    assert error_lines(err0) == [f"fastneuron.distributed.DistributedError: fastneuron: rank 1 of 2 was given other "
+                                 f"arguments than rank 0 ({differ}): every rank must be given the same arguments"]
+    assert error_lines(err1) == [f"fastneuron.distributed.DistributedError: fastneuron: rank 1 of 2 was given other "
+                                 f"arguments than rank 0 ({differ}): every rank must be given the same arguments"]
+    assert not (tmp_path / "out.npz").exists()
+    assert seconds < 60
+
+
+#: Long enough that a rank would train for minutes: a loss must end it mid-shard.
+LONG_RUN = dict(RUN, steps=10**6, log_every=None)
+
+
+def test_rank_dying_while_training_ends_the_run_on_every_rank(tmp_path):
+    # Issue 13 item 3: a dead peer was noticed only after a survivor's own shard.
+    ends: list = []
+    results, seconds = launch(3, LONG_RUN, tmp_path / "out.npz", {"FASTNEURON_TEST_FAIL_RANK": "2:during"}, ends=ends)
+    (rc0, _, err0), (rc1, _, err1), (rc2, _, err2) = results
+    assert rc2 == 1 and "rank 2 exits during training" in err2
+    assert rc0 != 0 and rc1 != 0
+    dead = f"fastneuron: rank 2 of 3 stopped: no heartbeat for {PEER_TIMEOUT} s while rank 0 was training its shard"
+    [line0], [line1] = error_lines(err0), error_lines(err1)
+    assert line0.startswith(f"fastneuron.distributed.DistributedError: {dead}"), err0[-3000:]
+    assert line1.startswith(f"fastneuron.distributed.DistributedError: fastneuron: rank 0 abandoned the run: {dead}")
+    # Here: the peer timeout, then at most a look, a chunk and rank 0's verdict read.
+    assert ends[0] - ends[2] < PEER_TIMEOUT + 10 and ends[1] - ends[2] < PEER_TIMEOUT + 10, ends
+    assert seconds < 60
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_store_host_dying_while_training_ends_the_run(tmp_path):
+    # Rank 0's process holds the key-value store here (torchrun's agent holds it otherwise).
+    ends: list = []
+    results, seconds = launch(2, LONG_RUN, tmp_path / "out.npz", {"FASTNEURON_TEST_FAIL_RANK": "0:during"}, ends=ends)
+    (rc0, _, err0), (rc1, _, err1) = results
+    assert rc0 == 1 and "rank 0 exits during training" in err0
+    assert rc1 != 0
+    [line] = error_lines(err1)
+    assert line.startswith("fastneuron.distributed.DistributedError: fastneuron: rank 1 of 2 lost contact with the "
+                           "run's key-value store while training its shard"), err1[-3000:]
+    assert ends[1] - ends[0] < 10, ends  # a closed connection: at the next heartbeat
+    assert seconds < 60
+
+
+def test_default_peer_timeout_ends_a_run_within_30_s():
+    from fastneuron import distributed
+
+    assert distributed.PEER_TIMEOUT_SECONDS + distributed.CHECK_SECONDS + distributed.HEARTBEAT_SECONDS <= 25
+
+
 def test_without_torchrun_trains_in_this_process(monkeypatch):
     for k in ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(k, raising=False)
@@ -225,4 +319,53 @@ def test_torchrun_command_line_fails_when_a_rank_dies(tmp_path):
     assert p.returncode != 0
     assert "rank 1 exits after training" in p.stderr
     assert "ChildFailedError" in p.stderr and "exitcode  : 1" in p.stderr
+    assert not out.exists()
+
+
+def children(pid: int) -> list:
+    return [int(c) for c in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_torchrun_agent_dying_ends_the_workers(tmp_path):
+    # Issue 13 item 3: with torchrun's agent (which holds the store) gone, the workers
+    # trained to the end. Now each ends at its next chunk, saying so in one line.
+    ckpt, out = tmp_path / "run.ckpt", tmp_path / "out.npz"
+    env = dict(os.environ, FASTNEURON_DIST_PEER_TIMEOUT=str(PEER_TIMEOUT), OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    # A checkpoint after every chunk: each rank's file says that it trains.
+    cli = ["--seeds", "0:4", "--lrs", "0.01", "--steps", str(10**6), "--batch-size", "2", "--backend", "eager",
+           "--device", "cpu", "--quiet", "--distributed", "--checkpoint", str(ckpt), "--checkpoint-every", "0",
+           "--out", str(out)]
+    agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                              "-m", "fastneuron", "train", *cli], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    workers: list = []
+    try:
+        deadline = time.monotonic() + 120
+        while not all(pathlib.Path(f"{ckpt}.rank{r}").exists() for r in range(2)):
+            assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()[1][-3000:]
+            time.sleep(0.2)
+        workers = children(agent.pid)
+        assert len(workers) == 2
+        agent.kill()
+        t0 = time.monotonic()
+        # The workers share the agent's stdout and stderr: they are at an end when both are.
+        _, stderr = agent.communicate(timeout=60)
+        seconds = time.monotonic() - t0
+    finally:
+        if agent.poll() is None:
+            workers = workers or children(agent.pid)
+        for pid in workers:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    lost = [line for line in stderr.splitlines() if "lost contact with the run's key-value store" in line]
+    assert sorted(line.split(" of 2 ")[0] for line in lost) == [f"fastneuron: error: rank {r}" for r in range(2)]
+    assert all(line.startswith("fastneuron: error: rank ") and "while training its shard" in line for line in lost)
+    assert seconds < 30
     assert not out.exists()
