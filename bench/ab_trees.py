@@ -51,8 +51,9 @@ def _run(tree: str, args) -> dict:
     env = dict(os.environ, PYTHONPATH=tree)
     # From a neutral directory: ``python -c`` puts the working directory first on sys.path.
     out = subprocess.run([sys.executable, "-c", _CHILD, str(args.members), str(args.steps), str(args.repeats),
-                          args.backend], env=env, capture_output=True, text=True, check=True,
-                         cwd=tempfile.gettempdir())
+                          args.backend], env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    if out.returncode:
+        raise SystemExit(f"ab_trees: the run with {tree} failed:\n{out.stderr[-3000:]}")
     got = json.loads(out.stdout.strip().splitlines()[-1])
     if not got["file"].startswith(tree + os.sep):
         raise SystemExit(f"ab_trees: the child imported {got['file']}, not the checkout {tree}")

@@ -14,7 +14,7 @@ SPEC_VERSION = 1
 _EXPORTS = {
     "grid": ".api", "train": ".api",
     "RunSpec": ".spec",
-    "TrainResult": ".result", "load": ".result",
+    "TrainResult": ".result", "load": ".result", "ResultNotSaved": ".result",
     "population_risk": ".problems",
     "philox4x32": ".rng", "uint32_to_uniform": ".rng",
 }

@@ -68,7 +68,11 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
         ``distributed=True``, rank 0 returns the whole result and the other ranks None.
 
     Raises:
-        ValueError: for any bad argument, naming it, before any work starts.
+        ValueError: for any bad argument, naming it, before any work starts (a
+            ``checkpoint`` path that cannot be written included).
+        fastneuron.result.ResultNotSaved: an ``OSError``: the run finished but its final
+            checkpoint could not be written; it names the path, and ``.result`` holds
+            the TrainResult.
     """
     spec = RunSpec.build(seeds, lrs, steps, optimizer=optimizer, problem=problem, batch_size=batch_size,
                          log_every=log_every, backend=backend, device=device, progress=progress,

@@ -16,6 +16,14 @@ state, diverged_at) at a step. A checkpoint is an ``.npz`` archive (loaded with
 - ``history_weight``, ``history_bias`` (float32 (L, M)) when logging.
 
 Format 1 (no ``format_version``) was SGD on the linear problem only; it resumes as such.
+
+:func:`load_checkpoint` resumes a checkpoint exactly or refuses it with one line
+(ValueError "resume: PATH ..."): the zip directory and each array's ``.npy`` header
+are checked against the arrays above (names, dtypes, shapes for the run's M and L)
+before any data is read; the position must be one the run passes through
+(``0 <= block_start <= block_stop <= M``, ``0 <= step <= steps``, ints not bools, a
+step where a chunk can start: ``step * batch_size % 4 == 0``), and ``diverged_at``
+of the members trained so far a step they reached, or -1.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import zipfile
 import numpy as np
 import torch
 
-from .result import atomic_write, read_npz
+from .result import Npz, atomic_write, check_arrays, read_header
 
 FORMAT = "fastneuron-checkpoint"
 FORMAT_VERSION = 2
@@ -48,22 +56,59 @@ def save_checkpoint(path, spec, *, block_start: int, block_stop: int, step: int,
 
 
 def load_checkpoint(path, spec) -> tuple[dict, dict]:
-    """(meta, arrays) of a checkpoint that belongs to run ``spec``; ValueError otherwise."""
+    """(meta, arrays) of a checkpoint that belongs to run ``spec`` and that it resumes
+    exactly; ValueError ("resume: PATH ...", one line) otherwise.
+
+    The zip directory, the header and every array's ``.npy`` header are checked
+    before any array data is read: the names, dtypes and shapes are those run ``spec``
+    writes, and the position is one it can resume from (``0 <= block_start <=
+    block_stop <= M``, ``0 <= step <= steps``, a step where a chunk can start:
+    ``step * batch_size % 4 == 0``)."""
     try:
-        data = read_npz(path)
-        meta = json.loads(bytes(data.pop("meta")).decode())
+        z = Npz(path)
     except FileNotFoundError:
         raise ValueError(f"resume: no checkpoint at {path}") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"resume: {path} is not a fastneuron checkpoint ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"resume: {path} is not a fastneuron checkpoint ({_one_line(exc)})") from None
+    with z:
+        try:
+            meta = read_header(z, "meta")
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"resume: {path} is not a fastneuron checkpoint ({_one_line(exc)})") from None
+        _check_header(path, meta, spec)
+        try:
+            check_arrays(z, expected_arrays(spec), header="meta")
+            arrays = {k: torch.from_numpy(z.read(k)) for k in sorted(z.names - {"meta"})}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"resume: {path} is a broken fastneuron checkpoint ({_one_line(exc)})") from None
+    _check_values(path, meta, spec, arrays)
+    return meta, arrays
+
+
+def expected_arrays(spec) -> dict:
+    """The arrays (name: (dtype, shape)) a checkpoint of run ``spec`` holds."""
+    m = len(spec)
+    names = ["weight", "bias", *(f"{s}_{p}" for s in spec.state_names() for p in ("weight", "bias"))]
+    expected = {**{k: (np.float32, (m,)) for k in names}, "diverged_at": (np.int64, (m,))}
+    if spec.log_every:
+        expected.update(history_weight=(np.float32, (spec.n_logged, m)),
+                        history_bias=(np.float32, (spec.n_logged, m)))
+    return expected
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _check_header(path, meta: dict, spec) -> None:
+    if meta.get("format") != FORMAT:
         raise ValueError(f"resume: {path} is not a fastneuron checkpoint")
     version = meta.get("format_version", 1)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
         raise ValueError(f"resume: {path} has checkpoint format version {version!r}; this fastneuron reads "
                          f"versions 1 to {FORMAT_VERSION}")
     if not isinstance(meta.get("settings"), dict) or not isinstance(meta.get("members_digest"), str) or not all(
-            isinstance(meta.get(k), int) for k in ("block_start", "block_stop", "step")):
+            type(meta.get(k)) is int for k in ("block_start", "block_stop", "step")):
         raise ValueError(f"resume: {path} is a broken fastneuron checkpoint (its header lacks settings or position)")
     theirs = {**_V1_DEFAULTS, **meta["settings"]} if version == 1 else meta["settings"]
     ours = spec.run_settings
@@ -74,4 +119,27 @@ def load_checkpoint(path, spec) -> tuple[dict, dict]:
     if meta["members_digest"] != spec.digest:
         raise ValueError(f"resume: {path} was written by a run with other members "
                          f"(seeds, lrs or {', '.join(spec.member_options) or 'options'} differ)")
-    return meta, {k: torch.from_numpy(v.copy()) for k, v in data.items()}
+    m, steps = len(spec), spec.steps
+    b0, b1, t = meta["block_start"], meta["block_stop"], meta["step"]
+    where = f"block_start={b0}, block_stop={b1}, step={t}"
+    if not 0 <= b0 <= b1 <= m:
+        raise ValueError(f"resume: {path} is a broken fastneuron checkpoint ({where}: members must satisfy "
+                         f"0 <= block_start <= block_stop <= {m})")
+    if not 0 <= t <= steps:
+        raise ValueError(f"resume: {path} is a broken fastneuron checkpoint ({where}: step must be in [0, {steps}])")
+    if b0 == m and t != steps or b0 < m and b0 == b1:
+        raise ValueError(f"resume: {path} is a broken fastneuron checkpoint ({where}: no run stops there)")
+    if t < steps and t * spec.batch_size % 4:
+        raise ValueError(f"resume: {path} is a broken fastneuron checkpoint ({where}: a chunk of steps cannot "
+                         f"start at step {t} with batch_size {spec.batch_size}; step * batch_size must be a "
+                         f"multiple of 4)")
+
+
+def _check_values(path, meta: dict, spec, arrays: dict) -> None:
+    """diverged_at of the members trained so far names a step they have reached, or -1."""
+    b0, b1, t = meta["block_start"], meta["block_stop"], meta["step"]
+    div = arrays["diverged_at"]
+    done, block = div[:b0], div[b0:b1] if t else div[:0]
+    if bool((done < -1).any() | (done >= spec.steps).any() | (block < -1).any() | (block >= t).any()):
+        raise ValueError(f"resume: {path} is a broken fastneuron checkpoint (diverged_at holds a step the "
+                         f"members have not reached)")

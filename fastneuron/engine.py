@@ -18,6 +18,7 @@ import torch
 from . import kernels
 from .checkpoint import load_checkpoint, save_checkpoint
 from .progress import Progress
+from .result import ResultNotSaved
 from .reference import Constants, History, Members, State, StepConfig
 from .spec import RunSpec, take
 
@@ -88,9 +89,16 @@ def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
     # The last block's constants and the stepper's spare buffers are no longer needed:
     # let their memory serve the result below.
     members = stepper = state = None
+    not_saved = None
     if spec.checkpoint is not None:
-        save(m, m, steps, None, None)
-    return _result(spec, host)
+        try:
+            save(m, m, steps, None, None)
+        except (OSError, ValueError) as exc:  # the run is done: hand its result over with the error
+            not_saved = exc
+    result = _result(spec, host)
+    if not_saved is not None:
+        raise ResultNotSaved(spec.checkpoint, result, not_saved) from not_saved
+    return result
 
 
 def train_block(stepper: kernels.Stepper, state: State, t: int, steps: int, members: Members, consts: Constants,
@@ -206,10 +214,12 @@ def _result(spec: RunSpec, host: dict):
     """The TrainResult, NaN where diverged (SPEC §4, §5)."""
     w, b, div = host["weight"], host["bias"], host["diverged_at"]
     diverged = div >= 0
-    w.masked_fill_(diverged, float("nan"))  # the host's own tensors: in place, no copy
-    b.masked_fill_(diverged, float("nan"))
+    any_diverged = bool(diverged.any())
+    if any_diverged:
+        w.masked_fill_(diverged, float("nan"))  # the host's own tensors: in place, no copy
+        b.masked_fill_(diverged, float("nan"))
     hist_w, hist_b = host["history_weight"], host["history_bias"]
-    if hist_w is not None:
+    if hist_w is not None and any_diverged:
         # A member's logged values from its divergence on are NaN, whatever non-finite
         # (or, in the compiled backend, parked) value the arithmetic left.
         gone = diverged & (div <= spec.logged_steps[:, None])

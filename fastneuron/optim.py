@@ -108,11 +108,10 @@ class SGD:
 
     def flags(self, member_options: dict) -> SGDFlags:
         """``member_options``: the validated float32 (M,) tensors by name."""
-        momentum = bool((member_options["momentum"] != 0).any())
-        if self.nesterov and not bool((member_options["momentum"] > 0).all()):
+        mu, wd = distinct(member_options["momentum"]), distinct(member_options["weight_decay"])
+        if self.nesterov and not bool((mu > 0).all()):
             raise ValueError("nesterov=True needs momentum > 0 for every member")
-        return SGDFlags(momentum=momentum, weight_decay=bool((member_options["weight_decay"] != 0).any()),
-                        nesterov=self.nesterov)
+        return SGDFlags(momentum=bool((mu != 0).any()), weight_decay=bool((wd != 0).any()), nesterov=self.nesterov)
 
     def state_names(self, flags: SGDFlags) -> tuple[str, ...]:
         return ("buf",) if flags.momentum else ()
@@ -135,6 +134,12 @@ class SGD:
             state = (v,)
         p = p + neg_lr * d  # p.add_(d, alpha=-lr)
         return p, state
+
+
+def distinct(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself, or its one value when it is a broadcast (stride 0) view: checks of
+    a shared option then cost nothing per member."""
+    return x[:1] if x.dim() == 1 and x.numel() and x.stride(0) == 0 else x
 
 
 #: Optimizers by name: what ``train(optimizer=...)`` accepts.

@@ -1,8 +1,8 @@
-"""TrainResult: what a run returns (SPEC §5), and its file format.
+"""TrainResult: what a run returns (SPEC §5), its file format, and safe file writes.
 
-A result file is a NumPy ``.npz`` archive of plain arrays, read back with
-``allow_pickle=False``, so loading never runs code. The member ``settings`` holds a
-UTF-8 JSON document with the run's settings, ``format`` ("fastneuron-result"),
+A result file is a NumPy ``.npz`` archive of plain arrays (uncompressed members),
+read back without pickle, so loading never runs code. The member ``settings`` holds
+a UTF-8 JSON document with the run's settings, ``format`` ("fastneuron-result"),
 ``format_version``, ``member_options`` and the fastneuron version that wrote it. The
 arrays are:
 
@@ -18,16 +18,26 @@ each option        float32   (M,) the optimizer's per-member options, named in t
 ``bias``           float32   (M,) final bias, NaN where diverged
 ``diverged_at``    int64     (M,) step that made w or b non-finite, else -1
 ``history_steps``  int64     (L,) logged steps (0, k, 2k, ...)
-``history_weight`` float32   (L, M)
-``history_bias``   float32   (L, M)
+``history_weight`` float32   (L, M), only with a log
+``history_bias``   float32   (L, M), only with a log
 =================  ========  ===========================================
+
+:func:`load` checks the zip directory, the header (``format_version`` an int >= 1,
+``settings`` that describe the problem) and each array's ``.npy`` header (name,
+dtype, shape, size) before it reads any array data (:class:`Npz`); anything else is
+a ValueError naming the file. Checkpoints (:mod:`fastneuron.checkpoint`) are read
+the same way.
+
+:func:`atomic_write` writes results and checkpoints: a temporary file beside the
+target, fsynced, renamed onto it, the directory fsynced; permissions 0666 less the
+umask; a symlink's target is replaced, a FIFO, device, socket or directory is
+refused. :func:`check_writable` checks a path before a run; :class:`ResultNotSaved`
+is the error of a finished run whose file could not be written.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -35,6 +45,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .files import Npz, ResultNotSaved, atomic_write, check_arrays, check_writable, read_header  # noqa: F401
 from .optim import run_option_names
 from .problems import PROBLEMS, population_risk  # noqa: F401  (population_risk: re-exported)
 
@@ -54,12 +65,33 @@ _ARRAYS = {
 class TrainResult:
     """Final parameters of every member, and the history when ``log_every`` was given.
 
-    Tensors live on the CPU. ``seeds`` is a uint64 NumPy array (torch has no full
-    uint64 arithmetic). ``member_options`` holds the optimizer's per-member options by
-    name, each also an attribute (SGD: ``result.momentum``, ``result.weight_decay``).
-    ``settings`` holds the run-wide settings (``fastneuron.spec.RunSpec.settings``):
-    steps, batch_size, log_every, optimizer and its options, problem and its options,
-    backend, device.
+    Tensors live on the CPU; M is the number of members, L the number of logged steps.
+
+    Attributes:
+        seeds: uint64 NumPy array (M,), each member's seed (torch has no full uint64
+            arithmetic).
+        lrs: float32 tensor (M,), each member's learning rate.
+        member_options: dict of the optimizer's per-member options by name, each a
+            float32 tensor (M,) and also an attribute (SGD: ``result.momentum``,
+            ``result.weight_decay``).
+        weight: float32 tensor (M,), the final weight; NaN where the member diverged.
+        bias: float32 tensor (M,), the final bias; NaN where the member diverged.
+        diverged_at: int64 tensor (M,), the step (0-based) that made w or b
+            non-finite, or -1 for a member that never diverged (``diverged_at == -1``
+            selects the members whose ``weight``/``bias`` are finite).
+        settings: dict of the run-wide settings (``fastneuron.spec.RunSpec.settings``):
+            steps, batch_size, log_every, optimizer and its options, problem and its
+            options, backend, device.
+        history_steps: int64 tensor (L,), the logged steps 0, k, 2k, ... (empty
+            without a log).
+        history_weight: float32 tensor (L, M), the weight after each logged step
+            (row i after step ``history_steps[i]``), NaN from a member's divergence on;
+            None without a log.
+        history_bias: float32 tensor (L, M), likewise for the bias; None without a log.
+
+    Derived: ``risk`` (float64 (M,)) and ``history_risk`` (float64 (L, M)), the
+    population risk of the run's ``problem``; ``member(i)``; ``summary()``;
+    ``save(path)`` (read back with :func:`load`).
     """
 
     seeds: np.ndarray
@@ -90,8 +122,7 @@ class TrainResult:
     @property
     def problem(self):
         """The run's problem object (:mod:`fastneuron.problems`), from the settings."""
-        cls = PROBLEMS[self.settings.get("problem", "linear")]
-        return cls(**{k: self.settings[k] for k in run_option_names(cls)})
+        return _settings_problem(self.settings)
 
     def _risk(self, w, b) -> torch.Tensor:
         return self.problem.population_risk(w, b)
@@ -149,75 +180,67 @@ class TrainResult:
         atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def atomic_write(path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it onto ``path``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def read_npz(path) -> dict:
-    """The arrays of an ``.npz`` archive, read without pickle (ValueError for a plain ``.npy``)."""
-    z = np.load(path, allow_pickle=False)
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError("an .npy array, not an .npz archive")
-    with z:
-        return {k: z[k] for k in z.files}
-
-
 def load(path) -> TrainResult:
-    """Read a file written by :meth:`TrainResult.save`. No pickle is ever loaded."""
+    """Read a file written by :meth:`TrainResult.save`. No pickle is ever loaded.
+
+    The zip directory, the header and every array's ``.npy`` header (names, dtypes,
+    shapes, sizes) are checked before any array data is read; anything else is a
+    ValueError naming ``path``."""
     try:
-        data = read_npz(path)
+        z = Npz(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"{path}: not a fastneuron result file ({exc})") from None
-    try:
-        meta = json.loads(bytes(data.pop("settings")).decode())
-        ok = meta.get("format") == FORMAT
-    except (KeyError, ValueError, AttributeError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{path}: not a fastneuron result file (no '{FORMAT}' header)")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or not isinstance(meta.get("settings"), dict):
-        raise ValueError(f"{path}: broken '{FORMAT}' header (format_version {version!r}, "
-                         f"settings of type {type(meta.get('settings')).__name__})")
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {version} is newer than this "
-                         f"fastneuron reads ({FORMAT_VERSION})")
-    option_names = meta.get("member_options", list(_V1_MEMBER_OPTIONS)) if version >= 2 else _V1_MEMBER_OPTIONS
-    if not isinstance(option_names, list | tuple) or not all(isinstance(k, str) and k not in _ARRAYS
-                                                              for k in option_names):
-        raise ValueError(f"{path}: broken '{FORMAT}' header (member_options {option_names!r})")
-    dtypes = {**_ARRAYS, **dict.fromkeys(option_names, np.float32)}
-    missing = [k for k in dtypes if k not in data and not k.startswith("history_w") and k != "history_bias"]
-    if ("history_weight" in data) != ("history_bias" in data):
-        missing.append("history_bias" if "history_weight" in data else "history_weight")
-    for k, v in data.items():
-        if k not in dtypes or v.dtype != dtypes[k]:
-            raise ValueError(f"{path}: unexpected array {k!r} of {v.dtype}")
-    if missing:
-        raise ValueError(f"{path}: missing arrays {missing}")
-    m, n_logged = data["seeds"].shape[:1], data["history_steps"].shape[:1]
-    shapes = {k: (n_logged + m if k.startswith("history_w") or k == "history_bias" else
-                  n_logged if k == "history_steps" else m) for k in data}
-    for k, v in data.items():
-        if v.shape != shapes[k]:
-            raise ValueError(f"{path}: array {k!r} has shape {v.shape}, expected {shapes[k]}")
-    t = {k: torch.from_numpy(v.copy()) for k, v in data.items() if k != "seeds"}
+    with z:
+        try:
+            meta = read_header(z, "settings")
+            ok = meta.get("format") == FORMAT
+        except (KeyError, ValueError, EOFError, zipfile.BadZipFile, OSError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{path}: not a fastneuron result file (no '{FORMAT}' header)")
+        version = meta.get("format_version")
+        if type(version) is not int or version < 1 or not isinstance(meta.get("settings"), dict):
+            raise ValueError(f"{path}: broken '{FORMAT}' header (format_version {version!r}, "
+                             f"settings of type {type(meta.get('settings')).__name__})")
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{path}: format version {version} is newer than this "
+                             f"fastneuron reads ({FORMAT_VERSION})")
+        option_names = meta.get("member_options", list(_V1_MEMBER_OPTIONS)) if version >= 2 else _V1_MEMBER_OPTIONS
+        if not isinstance(option_names, list | tuple) or not all(
+                isinstance(k, str) and k not in _ARRAYS and k != "settings" for k in option_names) \
+                or len(set(option_names)) != len(option_names):
+            raise ValueError(f"{path}: broken '{FORMAT}' header (member_options {option_names!r})")
+        settings = meta["settings"]
+        try:
+            _settings_problem(settings)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: broken '{FORMAT}' header (settings do not describe the problem: "
+                             f"{type(exc).__name__} {exc})") from None
+        try:
+            m = z.header("seeds")[1][:1] if "seeds" in z.names else ()
+            n_logged = z.header("history_steps")[1][:1] if "history_steps" in z.names else ()
+            expected = {k: (dtype, n_logged + m if k in ("history_weight", "history_bias") else
+                               n_logged if k == "history_steps" else m)
+                        for k, dtype in {**_ARRAYS, **dict.fromkeys(option_names, np.float32)}.items()}
+            names = z.names
+            if ("history_weight" in names) != ("history_bias" in names):
+                absent = "history_bias" if "history_weight" in names else "history_weight"
+                raise ValueError(f"missing arrays {[absent]}")
+            check_arrays(z, expected, optional=("history_weight", "history_bias"), header="settings")
+            data = {k: z.read(k) for k in sorted(names - {"settings"})}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"{path}: not a fastneuron result file ({exc})") from None
+    t = {k: torch.from_numpy(v) for k, v in data.items() if k != "seeds"}
     return TrainResult(
-        seeds=data["seeds"].copy(), lrs=t["lrs"], member_options={k: t[k] for k in option_names},
-        weight=t["weight"], bias=t["bias"], diverged_at=t["diverged_at"], settings=meta["settings"],
+        seeds=data["seeds"], lrs=t["lrs"], member_options={k: t[k] for k in option_names},
+        weight=t["weight"], bias=t["bias"], diverged_at=t["diverged_at"], settings=settings,
         history_steps=t["history_steps"], history_weight=t.get("history_weight"),
         history_bias=t.get("history_bias"),
     )
+
+
+def _settings_problem(settings: dict):
+    """The problem object ``settings`` describe (KeyError, TypeError or ValueError when
+    they do not)."""
+    cls = PROBLEMS[settings.get("problem", "linear")]
+    return cls(**{k: settings[k] for k in run_option_names(cls)})

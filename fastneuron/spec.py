@@ -25,7 +25,7 @@ from . import kernels
 from .optim import OPTIMIZERS, run_option_names
 from .problems import PROBLEMS
 from .reference import Constants, Members, StepConfig
-from .result import TrainResult
+from .result import TrainResult, check_writable
 from .rng import split_seeds
 
 #: Settings that are not part of what a run computes: a resumed run may change them.
@@ -52,6 +52,7 @@ class RunSpec:
     resume: Optional[str] = None
     member_block: Optional[int] = None
     distributed: bool = False
+    seeds_shared: bool = True  # ``seeds`` may be the caller's memory: results copy it
 
     # -- building ---------------------------------------------------------------
     @classmethod
@@ -70,7 +71,7 @@ class RunSpec:
             known = sorted({*member_names, *opt_names, *prob_names})
             raise ValueError(f"unknown option {unknown[0]!r} for optimizer {optimizer!r} and problem {problem!r}; "
                              f"they take: {', '.join(known)}")
-        seeds = V.seeds_to_int64(seeds)
+        seeds_in, seeds = seeds, V.seeds_to_int64(seeds)
         m = seeds.numel()
         if m == 0:
             raise ValueError("seeds is empty: a run needs at least one member")
@@ -80,9 +81,12 @@ class RunSpec:
         opt = opt_cls(**{k: options[k] for k in opt_names if k in options})
         opt.flags(member_options)  # run-wide checks that need the members (e.g. nesterov)
         prob = prob_cls(**{k: options[k] for k in prob_names if k in options})
+        # Arrays of 64-bit integers are used in place (V.seeds_to_int64); all else is ours.
+        seeds_shared = isinstance(seeds_in, (np.ndarray, torch.Tensor))
         checkpoint_every = V.check_float("checkpoint_every", checkpoint_every)
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 seconds, got {checkpoint_every}")
+        check_writable("checkpoint", checkpoint)
         dev = V.check_device(device)
         return cls(
             seeds=seeds, lrs=lrs, member_options=member_options, steps=V.check_int("steps", steps, 0),
@@ -92,7 +96,7 @@ class RunSpec:
             progress=progress, checkpoint=_path(checkpoint), checkpoint_every=checkpoint_every,
             resume=_path(resume),
             member_block=None if member_block is None else V.check_int("member_block", member_block, 1),
-            distributed=bool(distributed),
+            distributed=bool(distributed), seeds_shared=seeds_shared,
         )
 
     # -- what the run is ----------------------------------------------------------
@@ -119,7 +123,7 @@ class RunSpec:
         h = hashlib.sha256(str(len(self)).encode())
         for x in (self.seeds, self.lrs, *self.member_options.values()):
             h.update(str(x.dtype).encode())
-            h.update(x.contiguous().numpy().tobytes())
+            h.update(x.contiguous().numpy())  # the array's buffer: no copy of its bytes
         return h.hexdigest()
 
     @functools.cached_property
@@ -177,8 +181,9 @@ class RunSpec:
     # -- results -----------------------------------------------------------------
     def result(self, weight, bias, diverged_at, history_weight=None, history_bias=None, **extra_settings):
         """The :class:`~fastneuron.result.TrainResult` of this run from its final arrays."""
+        seeds = self.seeds.numpy().view(np.uint64)
         return TrainResult(
-            seeds=self.seeds.numpy().view(np.uint64).copy(), lrs=self.lrs,
+            seeds=seeds.copy() if self.seeds_shared else seeds, lrs=self.lrs,
             member_options=dict(self.member_options), weight=weight, bias=bias, diverged_at=diverged_at,
             settings={**self.settings, **extra_settings}, history_steps=self.logged_steps,
             history_weight=history_weight, history_bias=history_bias)

@@ -106,8 +106,8 @@ _warned: set = set()
 def resolve(name: str, device: torch.device, optimizer: str = "sgd", problem: str = "linear") -> str:
     """The backend to run: ``name`` itself (ValueError when it cannot run), or for
     ``auto`` triton on CUDA, compile on CPU, eager (with one warning) when neither runs."""
-    if name not in BACKEND_CHOICES:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKEND_CHOICES))}; got {name!r}")
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, ('auto', *BACKENDS)))}; got {name!r}")
     if name != "auto":
         why = unavailable(name, device, optimizer, problem)
         if why:
