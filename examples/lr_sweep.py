@@ -1,12 +1,16 @@
 """A learning-rate sweep of the tutorial's neuron: 100 seeds x 60 rates, 3000 steps.
 
-    python examples/lr_sweep.py            # writes docs/lr_sweep_*.png, prints the summary
+    python examples/lr_sweep.py                # figures in a new temporary directory (printed)
+    python examples/lr_sweep.py --out figures  # figures in ./figures
 
-Shows how convergence speeds up with the rate and where training turns unstable.
+Prints the summary and writes lr_sweep_*.png. Shows how convergence speeds up with the
+rate and where training turns unstable. (The figures in docs/ were made with
+--out docs; the default never writes over them.)
 """
 
 import argparse
 import pathlib
+import tempfile
 import time
 
 import numpy as np
@@ -15,17 +19,22 @@ import fastneuron as fn
 from fastneuron import plot
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--rates", type=int, default=60)
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parents[1] / "docs"))
-    args = parser.parse_args()
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="directory for the figures, created if needed (default: a new temporary directory)")
+    parser.add_argument("--backend", default="auto", help="fastneuron backend (default: auto)")
+    args = parser.parse_args(argv)
+    if args.rates < 46 or args.seeds < 2:
+        parser.error("--rates must be >= 46 and --seeds >= 2 (the trajectories pick rates 15, 35, 45 and seeds 0, 1)")
 
     lrs = np.geomspace(1e-4, 3e-1, args.rates)
     t = time.perf_counter()
-    result = fn.train(**fn.grid(seeds=range(args.seeds), lrs=lrs), steps=args.steps, log_every=10)
+    result = fn.train(**fn.grid(seeds=range(args.seeds), lrs=lrs), steps=args.steps, log_every=10,
+                      backend=args.backend)
     print(f"{len(result)} members x {args.steps} steps on {result.settings['backend']} "
           f"in {time.perf_counter() - t:.1f} s")
 
@@ -39,7 +48,7 @@ def main() -> None:
         print(f"smallest rate with a diverged seed: {min(unstable):.4g} "
               f"({next(r['diverged'] for r in rows if r['lr'] == min(unstable)):.0%} of seeds)")
 
-    out = pathlib.Path(args.out)
+    out = pathlib.Path(args.out) if args.out is not None else pathlib.Path(tempfile.mkdtemp(prefix="lr_sweep_"))
     out.mkdir(parents=True, exist_ok=True)
     plot.risk_vs_lr(result, path=out / "lr_sweep_risk_vs_lr.png")
     plot.risk_vs_step(result, path=out / "lr_sweep_risk_vs_step.png")

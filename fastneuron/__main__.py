@@ -11,6 +11,7 @@ exists.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import importlib
 import importlib.util
@@ -23,8 +24,10 @@ from typing import Optional
 
 import numpy as np
 
+from .cli_values import (  # noqa: F401  (parse_seeds, parse_floats, product: used by tests)
+    CLIError, Seeds, count_floats, parse_floats, parse_seeds, product)
+
 PROG = "fastneuron"
-_U64 = 2**64
 
 TRAIN_DESCRIPTION = """\
 Train one nn.Linear(1, 1) neuron per member by per-sample SGD on the mean squared
@@ -67,10 +70,6 @@ checkpoint (backend and device may differ); it keeps checkpointing to the same f
 unless --checkpoint names another. Bad input: exit status 2 and one line on stderr."""
 
 
-class CLIError(ValueError):
-    """A bad command line: reported as one ``fastneuron: error:`` line, exit status 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but its errors are one line on stderr (no usage block)."""
 
@@ -79,92 +78,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # -- value parsers -------------------------------------------------------------
-
-
-def _int(text: str, what: str) -> int:
-    try:
-        return int(text.strip().replace("_", ""), 10)
-    except ValueError:
-        raise CLIError(f"{what}: {text.strip()!r} is not an integer") from None
-
-
-def parse_seeds(text: str) -> np.ndarray:
-    """``0:1000``, ``0:1000:10``, ``1,2,3`` or a mix, as a uint64 array (in order)."""
-    parts = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            raise CLIError(f"--seeds: empty item in {text!r}")
-        fields = item.split(":")
-        if len(fields) == 1:
-            v = _int(fields[0], "--seeds")
-            if not 0 <= v < _U64:
-                raise CLIError(f"--seeds: {v} is not in [0, 2**64)")
-            parts.append(np.array([v], dtype=np.uint64))
-            continue
-        if len(fields) > 3:
-            raise CLIError(f"--seeds: {item!r} is not start:stop or start:stop:step")
-        start, stop = _int(fields[0], "--seeds"), _int(fields[1], "--seeds")
-        step = _int(fields[2], "--seeds") if len(fields) == 3 else 1
-        if step < 1:
-            raise CLIError(f"--seeds: the step of {item!r} must be >= 1")
-        if start < 0 or stop > _U64:
-            raise CLIError(f"--seeds: range {item!r} leaves [0, 2**64)")
-        n = len(range(start, stop, step))
-        if n == 0:
-            raise CLIError(f"--seeds: range {item!r} is empty (stop is excluded)")
-        # uint64 arithmetic: exact, since every value lies in [0, 2**64).
-        parts.append(np.uint64(start) + np.arange(n, dtype=np.uint64) * np.uint64(step))
-    return np.concatenate(parts)
-
-
-def _float(text: str, what: str) -> float:
-    try:
-        return float(text.strip())
-    except ValueError:
-        raise CLIError(f"{what}: {text.strip()!r} is not a number") from None
-
-
-def parse_floats(text: str, what: str) -> np.ndarray:
-    """``0.01``, ``0.01,0.1``, ``1e-4:1e-1:60log``, ``0:1:11lin`` or a mix, as float64."""
-    parts = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            raise CLIError(f"{what}: empty item in {text!r}")
-        fields = item.split(":")
-        if len(fields) == 1:
-            parts.append(np.array([_float(item, what)]))
-            continue
-        spec = fields[-1].strip().lower() if len(fields) == 3 else ""
-        kind = spec[-3:]
-        if len(fields) != 3 or kind not in ("log", "lin"):
-            raise CLIError(f"{what}: {item!r} is not a value, a:b:Nlog or a:b:Nlin")
-        a, b = _float(fields[0], what), _float(fields[1], what)
-        n = _int(spec[:-3], what) if spec[:-3] else -1
-        if n < 1:
-            raise CLIError(f"{what}: {item!r} needs a count N >= 1 before '{kind}'")
-        if not (math.isfinite(a) and math.isfinite(b)):
-            raise CLIError(f"{what}: the ends of {item!r} must be finite")
-        if kind == "log":
-            if a <= 0 or b <= 0:
-                raise CLIError(f"{what}: a log range needs ends > 0, got {item!r}")
-            parts.append(np.geomspace(a, b, n))  # both ends exactly a and b
-        else:
-            parts.append(np.linspace(a, b, n))
-    return np.concatenate(parts)
-
-
-def product(seeds: np.ndarray, *axes: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The columns of ``fastneuron.grid(seeds, *axes)`` (first axis slowest), vectorized:
-    ``grid`` builds Python lists, too slow for a hundred million members."""
-    sizes = [len(seeds)] + [len(x) for x in axes]
-    total = math.prod(sizes)
-    cols = []
-    for i, x in enumerate((seeds, *axes)):
-        inner = math.prod(sizes[i + 1:])
-        cols.append(np.tile(np.repeat(x, inner), total // (inner * sizes[i])))
-    return tuple(cols)
 
 
 # -- the parser ----------------------------------------------------------------
@@ -247,28 +160,49 @@ def _check_writable(option: str, path: str) -> None:
 # -- train ---------------------------------------------------------------------
 
 
-def _train(args) -> int:
-    import fastneuron
+def _n_logged(steps, log_every) -> int:
+    """len(range(0, steps, log_every)) without building or overflowing (0 when either is
+    not a valid value: train refuses those)."""
+    from ._validate import INT_MAX
 
+    if not isinstance(steps, int) or not isinstance(log_every, int) or not 0 < steps <= INT_MAX or log_every < 1:
+        return 0
+    return -(-steps // log_every)
+
+
+def _train(args) -> int:
+    from . import progress
+    from .engine import check_host_memory
+
+    # Count the members before anything of their size is built: a run that cannot fit
+    # in memory is refused here, in a moment, not after minutes of building inputs.
     seeds = parse_seeds(args.seeds)
+    counts = [len(seeds), count_floats(args.lrs, "--lrs"), count_floats(args.momentum, "--momentum"),
+              count_floats(args.weight_decay, "--weight-decay")]
+    m = math.prod(counts)
+    check_host_memory(m, _n_logged(args.steps, args.log_every))
+
+    checkpoint = args.checkpoint if args.checkpoint is not None else args.resume
+    for option, path in (("--out", args.out),
+                         ("--checkpoint" if args.checkpoint is not None else "--resume", checkpoint)):
+        if path is not None and not (option == "--out" and args.distributed and os.environ.get("RANK", "0") != "0"):
+            _check_writable(option, path)
+
     lrs = parse_floats(args.lrs, "--lrs")
     mus = parse_floats(args.momentum, "--momentum")
     wds = parse_floats(args.weight_decay, "--weight-decay")
-    shape = [len(seeds), len(lrs), len(mus), len(wds)]
-    seeds_m, lrs_m, mus_m, wds_m = product(seeds, lrs, mus, wds)
-    checkpoint = args.checkpoint if args.checkpoint is not None else args.resume
-    for option, path in (("--out", args.out), ("--checkpoint", checkpoint)):
-        if path is not None and not (option == "--out" and args.distributed and os.environ.get("RANK", "0") != "0"):
-            _check_writable(option, path)
+    seeds_m, lrs_m, mus_m, wds_m = product(seeds.materialize(), lrs, mus, wds)
 
     done_before = _steps_done(args.resume, len(seeds_m), args.steps) if args.resume else 0
     if args.resume and args.distributed:  # one checkpoint per rank (those this machine sees)
         done_before = sum(_steps_done(p, len(seeds_m), args.steps)
                           for p in glob.glob(glob.escape(args.resume) + ".rank*"))
+    import fastneuron
+
     t0 = time.perf_counter()
     # The checks cast to float32: an input like --c 1e40 is refused with one line,
     # not preceded by numpy's overflow warning.
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"), _names_path(checkpoint):
         result = fastneuron.train(
             seeds_m, lrs_m, args.steps, optimizer=args.optimizer, batch_size=args.batch_size, log_every=args.log_every,
             backend=args.backend, device=args.device,
@@ -279,12 +213,29 @@ def _train(args) -> int:
             resume=args.resume, member_block=args.member_block, distributed=args.distributed,
         )
     seconds = time.perf_counter() - t0
+    timing = progress.last_run_timing()
+    if timing is not None and timing.first_chunk_end is not None:
+        timing.start_up_s = timing.first_chunk_end - t0  # from the CLI's call: the checks count too
     if result is None:  # a rank other than 0 of a distributed run
         return 0
     if args.out is not None:
-        result.save(args.out)
-    print(summary(result, shape, seconds, done_before=done_before if args.resume else None, out=args.out))
+        with _names_path(args.out):
+            result.save(args.out)
+    print(summary(result, counts, seconds, done_before=done_before if args.resume else None, out=args.out,
+                  timing=timing))
     return 0
+
+
+@contextlib.contextmanager
+def _names_path(path):
+    """An OSError without a file name (a failed write() says only "[Errno 28] No space
+    left on device") gets ``path``, the file being written, so the message can name it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and path is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
+        raise
 
 
 def _steps_done(path: str, m: int, steps: int) -> int:
@@ -300,8 +251,15 @@ def _steps_done(path: str, m: int, steps: int) -> int:
     return min(m * steps, b0 * steps + (b1 - b0) * t)
 
 
-def summary(result, shape, seconds: float, *, done_before: Optional[int] = None, out: Optional[str] = None) -> str:
-    """The lines printed after a run (``done_before``: neuron-steps a resumed checkpoint held)."""
+def summary(result, shape, seconds: float, *, done_before: Optional[int] = None, out: Optional[str] = None,
+            timing=None) -> str:
+    """The lines printed after a run (``done_before``: neuron-steps a resumed checkpoint held).
+
+    ``seconds``: the whole call of ``fastneuron.train``. With ``timing`` (the run's
+    :class:`fastneuron.progress.RunTiming`), the time to the end of the first chunk of
+    steps (checks, compilation, first allocations) is printed apart as "start-up", and
+    "seconds" and "neuron-steps/s" are those of the rest of the run; without it (or when
+    no chunk ran) "start-up" is the whole call."""
     s = result.settings
     m = len(result)
     names = ("seeds", "lrs", "momenta", "weight decays")
@@ -314,15 +272,24 @@ def summary(result, shape, seconds: float, *, done_before: Optional[int] = None,
 
     resumed = done_before is not None
     work = m * s["steps"] - (done_before or 0)
-    rate = work / seconds if seconds > 0 else float("inf")
+    if timing is not None and timing.start_up_s is not None and timing.neuron_steps > 0:
+        # The part of the work after the first chunk (this process's share of it, scaled
+        # to the whole run: the same fraction on every rank of a distributed run).
+        rest_work = work * (1 - timing.first_chunk_neuron_steps / timing.neuron_steps)
+        start_up = min(seconds, timing.start_up_s)
+        rest_s = seconds - start_up
+    else:
+        rest_work, rest_s, start_up = 0, 0.0, seconds
+    rate = f"{rest_work / rest_s:.4g}" if rest_work > 0 and rest_s > 0 else "n/a (a single chunk of steps)"
     lines = [
         f"members        {m} ({factors})",
         f"steps          {s['steps']} (batch size {s['batch_size']})",
         f"backend        {s['backend']} on {s['device']}" + (f" ({s['world_size']} ranks)" if "world_size" in s
                                                              else ""),
-        f"seconds        {seconds:.3f}" + (f" (resumed: {100.0 * (done_before or 0) / max(1, m * s['steps']):.3g}%"
+        f"start-up       {start_up:.3f} s (checks, compilation and the first chunk of steps)",
+        f"seconds        {rest_s:.3f}" + (f" (resumed: {100.0 * (done_before or 0) / max(1, m * s['steps']):.3g}%"
                                               " of the run was done before)" if resumed else ""),
-        f"neuron-steps/s {rate:.4g}" + (" (the steps of this process)" if resumed else ""),
+        f"neuron-steps/s {rate}" + (" (the steps of this process)" if resumed else ""),
         f"diverged       {diverged} ({100.0 * diverged / m:.3g}%)",
         f"median weight  {median(result.weight)}   (target a = {s['a']:g})",
         f"median bias    {median(result.bias)}   (target c = {s['c']:g})",
@@ -350,6 +317,46 @@ def _run_bench(argv: list) -> int:
     return int(rc or 0)
 
 
+#: The Python API's argument names, as the flags that set them, for error messages.
+_FLAGS = {"seeds": "--seeds", "lrs": "--lrs", "steps": "--steps", "batch_size": "--batch-size",
+          "log_every": "--log-every", "momentum": "--momentum", "weight_decay": "--weight-decay",
+          "dampening": "--dampening", "nesterov": "--nesterov", "a": "--a", "c": "--c", "lo": "--lo", "hi": "--hi",
+          "backend": "--backend", "device": "--device", "member_block": "--member-block",
+          "checkpoint": "--checkpoint", "checkpoint_every": "--checkpoint-every", "resume": "--resume",
+          "optimizer": "--optimizer"}
+
+
+def flag_names(message: str) -> str:
+    """A message of the Python API with its argument names as the CLI's flags:
+    ``log_every must be >= 1`` -> ``--log-every must be >= 1``, ``nesterov=True`` ->
+    ``--nesterov``. Names with an underscore are replaced anywhere; plain words
+    (``steps``, ``a``) only as the message's subject, where they can only be the argument."""
+    import re
+
+    message = message.replace("nesterov=True", "--nesterov")
+    message = re.sub(r"(?<![\w-])(\w+_\w+)(?![\w-])", lambda mt: _FLAGS.get(mt.group(1), mt.group(1)), message)
+    first = re.match(r"(\w+)(?=[ :=])", message)
+    if first and first.group(1) in _FLAGS and not message.startswith(first.group(1) + " ="):
+        message = _FLAGS[first.group(1)] + message[first.end():]
+    # "lo must be < hi (...), got lo=5.0, hi=1.0"
+    return re.sub(r"\b(lo|hi)=", lambda mt: f"--{mt.group(1)} ", message) if message.startswith("--lo ") else message
+
+
+def error_message(exc: BaseException) -> str:
+    """The one line printed for a refused command line (without the ``fastneuron: error:``)."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError):
+        # "[Errno 28] No space left on device" says nothing of which file: name it.
+        if exc.filename is not None:
+            message = f"{exc.filename}: {exc.strerror or message}"
+            if exc.filename2 is not None:
+                message += f" (and {exc.filename2})"
+        return message
+    if isinstance(exc, CLIError):
+        return message
+    return flag_names(message)
+
+
 def main(argv: Optional[list] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     has_bench = _has_bench()
@@ -361,8 +368,7 @@ def main(argv: Optional[list] = None) -> int:
             return _train(args)
         raise CLIError(f"unknown command {args.command!r}")
     except (ValueError, OSError) as exc:  # CLIError, and every refusal of the Python API
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        print(f"{PROG}: error: {error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

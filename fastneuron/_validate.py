@@ -10,34 +10,69 @@ import numpy as np
 import torch
 
 _U64 = 2**64
+#: The largest integer argument accepted (steps, batch_size, log_every, member_block):
+#: far beyond any run, and small enough that counts derived from it (logged steps,
+#: neuron-steps) stay exact and never overflow a C integer.
+INT_MAX = 2**62
 
 
 def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
-def check_int(name: str, value, minimum: int):
-    """An int >= minimum (bools and floats are refused)."""
+def show(value) -> str:
+    """``repr`` for messages, with NumPy and torch scalars shown as plain Python numbers
+    (``-0.01``, not ``np.float64(-0.01)``)."""
+    if isinstance(value, (np.generic, torch.Tensor)):
+        try:
+            value = value.item()
+        except (ValueError, RuntimeError):
+            pass
+    return repr(value)
+
+
+def check_int(name: str, value, minimum: int, maximum: int = INT_MAX):
+    """An int in [minimum, maximum] (bools and floats are refused)."""
     if not _is_int(value):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ValueError(f"{name} must be an integer, got {show(value)}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= 2**62 = {maximum}, got {int(value)}" if maximum == INT_MAX
+                         else f"{name} must be <= {maximum}, got {int(value)}")
     return int(value)
 
 
 def check_float(name: str, value) -> float:
     """A finite real number, and finite once rounded to float32."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
+        raise ValueError(f"{name} must be a real number, got {show(value)}")
     value = float(value)
-    if not math.isfinite(value) or not math.isfinite(float(np.float32(value))):
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e39 -> inf, refused below without a warning
+        f32 = float(np.float32(value))
+    if not math.isfinite(value) or not math.isfinite(f32):
         raise ValueError(f"{name} must be finite in float32, got {value!r}")
     return value
+
+
+def _not_meta(name: str, t: torch.Tensor) -> None:
+    """Tensors on the meta device hold no values: refuse them before reading any."""
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is a tensor on the meta device, which holds no values; "
+                         "pass a tensor on the CPU or a GPU")
+
+
+def _unordered(name: str, value) -> None:
+    """Sets have no order, so the members they would give have no defined order."""
+    if isinstance(value, (set, frozenset, dict)) or type(value).__name__ in ("dict_keys", "dict_values"):
+        raise ValueError(f"{name} must be an ordered sequence (a list, tuple, array or tensor), "
+                         f"got a {type(value).__name__}, whose order is not defined")
 
 
 def seeds_to_int64(seeds) -> torch.Tensor:
     """Seeds in [0, 2**64) as int64 two's complement (CPU tensor of shape (M,))."""
     if isinstance(seeds, torch.Tensor):
+        _not_meta("seeds", seeds)
         if seeds.dtype in (torch.bool,) or seeds.dtype.is_floating_point or seeds.is_complex():
             raise ValueError(f"seeds must be integers, got a tensor of {seeds.dtype}")
         arr = seeds.detach().cpu().reshape(-1)
@@ -63,6 +98,7 @@ def seeds_to_int64(seeds) -> torch.Tensor:
             raise ValueError("seeds must lie in [0, 2**64)")
         if len(seeds) and max(seeds[0], seeds[-1]) < 2**63:
             return torch.arange(seeds.start, seeds.stop, seeds.step, dtype=torch.int64)
+    _unordered("seeds", seeds)
     if _is_int(seeds) or isinstance(seeds, (str, bytes)):
         raise ValueError(f"seeds must be a sequence of integers, got {type(seeds).__name__}")
     try:
@@ -71,9 +107,9 @@ def seeds_to_int64(seeds) -> torch.Tensor:
         raise ValueError(f"seeds must be a sequence of integers, got {type(seeds).__name__}") from None
     for s in values:
         if not _is_int(s):
-            raise ValueError(f"seeds must be integers in [0, 2**64), got {s!r}")
+            raise ValueError(f"seeds must be integers in [0, 2**64), got {show(s)}")
         if not 0 <= s < _U64:
-            raise ValueError(f"seeds must lie in [0, 2**64), got {s}")
+            raise ValueError(f"seeds must lie in [0, 2**64), got {int(s)}")
     return torch.tensor([int(s) - _U64 if s >= 2**63 else int(s) for s in values], dtype=torch.int64)
 
 
@@ -89,6 +125,7 @@ def per_member(name: str, value, m: int, *, lo: float, lo_open: bool, hi: float 
     # becomes inf and is refused below like any other non-finite value.
     with np.errstate(over="ignore", invalid="ignore"):
         if isinstance(value, torch.Tensor):
+            _not_meta(name, value)
             t = value.detach().cpu().reshape(-1)
             if t.dtype == torch.bool or t.is_complex():
                 raise ValueError(f"{name} must be real numbers, got a tensor of {t.dtype}")
@@ -100,13 +137,16 @@ def per_member(name: str, value, m: int, *, lo: float, lo_open: bool, hi: float 
         elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
             f32 = np.array([value], dtype=np.float32) if math.isfinite(value) else np.array([np.inf], np.float32)
         else:
+            if isinstance(value, (str, bytes)):  # not a sequence of its characters
+                raise ValueError(f"{name} must be a number or a sequence of numbers, got {value!r}")
+            _unordered(name, value)
             try:
                 items = list(value)
             except TypeError:
-                raise ValueError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
+                raise ValueError(f"{name} must be a number or a sequence of numbers, got {show(value)}") from None
             for v in items:
                 if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-                    raise ValueError(f"{name} must be real numbers, got {v!r}")
+                    raise ValueError(f"{name} must be real numbers, got {show(v)}")
             f32 = np.asarray(items, dtype=np.float64).astype(np.float32)
     if f32.size != m and f32.size != 1:
         raise ValueError(f"{name} has {f32.size} values but there are {m} seeds: lengths must match")
@@ -118,7 +158,7 @@ def per_member(name: str, value, m: int, *, lo: float, lo_open: bool, hi: float 
         i = int(np.flatnonzero(bad)[0])
         given = value if isinstance(value, numbers.Real) else _item(value, i)
         rng = f"{'(' if lo_open else '['}{lo}, {'inf)' if hi is None else f'{hi})'}"
-        raise ValueError(f"{name} must be finite and in {rng} (in float32); member {i} has {given!r}")
+        raise ValueError(f"{name} must be finite and in {rng} (in float32); member {i} has {show(given)}")
     if f32.size != m:  # one value for every member: a broadcast view, no memory per member
         return torch.from_numpy(f32).expand(m)
     return torch.from_numpy(f32)

@@ -73,7 +73,9 @@ def load_checkpoint(path, spec) -> tuple[dict, dict]:
     with z:
         try:
             meta = read_header(z, "meta")
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        except KeyError:
+            raise ValueError(f"resume: {path} is not a fastneuron checkpoint (it has no 'meta' header)") from None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise ValueError(f"resume: {path} is not a fastneuron checkpoint ({_one_line(exc)})") from None
         _check_header(path, meta, spec)
         try:

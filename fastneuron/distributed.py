@@ -162,11 +162,11 @@ def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
 
     rank, world = dist.get_rank(), dist.get_world_size()
     m = len(spec)
-    b0, b1 = shard_bounds(m, rank, world)
+    first, stop = shard_bounds(m, rank, world)
     dev = torch.device("cuda", _local_rank(rank)) if spec.device.type == "cuda" else spec.device
     if dev.type == "cuda" and dev.index < torch.cuda.device_count():
         torch.cuda.set_device(dev)
-    mine = spec.shard(b0, b1, dev, suffix=f".rank{rank}", progress=spec.progress if rank == 0 else False)
+    mine = spec.shard(first, stop, dev, suffix=f".rank{rank}", progress=spec.progress if rank == 0 else False)
     watch = _Watch(dist.distributed_c10d._get_default_store(), rank, world)
     try:
         fail = os.environ.get(TEST_FAIL_ENV, "")
@@ -182,7 +182,7 @@ def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
         shard = None
         watch.training = True
         try:
-            if b1 > b0:
+            if stop > first:
                 shard = engine.run(mine, between_chunks=between_chunks)
         except Exception as exc:
             if isinstance(exc, DistributedError):  # a peer or the store was lost: the watch said which
@@ -219,7 +219,7 @@ def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
                 watch.abandon(str(exc))
                 raise
             watch.post("verdict", {"ok": True})
-        out = _gather(shard, spec, rank, world, dev)
+        gathered = _gather(shard, spec, rank, world, dev)
     except BaseException:
         _group_healthy = False
         raise
@@ -228,8 +228,8 @@ def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
     if rank != 0:
         return None
     whole = spec.shard(0, m, dev, suffix="", progress=None)  # the whole run, as rank 0 ran it
-    return whole.result(out["weight"], out["bias"], out["diverged_at"], out.get("history_weight"),
-                        out.get("history_bias"), world_size=world)
+    return whole.result(gathered["weight"], gathered["bias"], gathered["diverged_at"],
+                        gathered.get("history_weight"), gathered.get("history_bias"), world_size=world)
 
 
 def _test_fail(spec: str, rank: int, when: str) -> None:
@@ -300,13 +300,13 @@ def _gather(shard: Optional[TrainResult], spec: RunSpec, rank: int, world: int,
     if dist.get_backend() == "nccl":
         comm_dev = dev if dev.type == "cuda" else torch.device("cuda", _local_rank(rank))
 
-    out = None
+    gathered = None
     if rank == 0:
-        out = {"weight": torch.empty(m, dtype=torch.float32), "bias": torch.empty(m, dtype=torch.float32),
+        gathered = {"weight": torch.empty(m, dtype=torch.float32), "bias": torch.empty(m, dtype=torch.float32),
                "diverged_at": torch.empty(m, dtype=torch.int64)}
         if log_every:
-            out["history_weight"] = torch.empty(n_logged, m, dtype=torch.float32)
-            out["history_bias"] = torch.empty(n_logged, m, dtype=torch.float32)
+            gathered["history_weight"] = torch.empty(n_logged, m, dtype=torch.float32)
+            gathered["history_bias"] = torch.empty(n_logged, m, dtype=torch.float32)
     for i in range(0, n_max, rows):
         r = min(rows, n_max - i)
         buf = torch.zeros(r, cols, dtype=torch.int32)
@@ -335,10 +335,10 @@ def _gather(shard: Optional[TrainResult], spec: RunSpec, rank: int, world: int,
                 continue
             part = part[:k].cpu()
             lo, hi = start + i, start + i + k
-            out["weight"].view(torch.int32)[lo:hi] = part[:, 0]
-            out["bias"].view(torch.int32)[lo:hi] = part[:, 1]
-            out["diverged_at"].view(torch.int32).view(m, 2)[lo:hi] = part[:, 2:4]
+            gathered["weight"].view(torch.int32)[lo:hi] = part[:, 0]
+            gathered["bias"].view(torch.int32)[lo:hi] = part[:, 1]
+            gathered["diverged_at"].view(torch.int32).view(m, 2)[lo:hi] = part[:, 2:4]
             if n_logged:
-                out["history_weight"].view(torch.int32)[:, lo:hi] = part[:, 4:4 + n_logged].t()
-                out["history_bias"].view(torch.int32)[:, lo:hi] = part[:, 4 + n_logged:].t()
-    return out
+                gathered["history_weight"].view(torch.int32)[:, lo:hi] = part[:, 4:4 + n_logged].t()
+                gathered["history_bias"].view(torch.int32)[:, lo:hi] = part[:, 4 + n_logged:].t()
+    return gathered

@@ -51,39 +51,39 @@ def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
     bar = Progress(spec.progress, steps, m)
     last_save = [time.monotonic()]
 
-    def save(b0: int, b1: int, t: int, state: Optional[State], history: Optional[History]) -> None:
+    def save(first: int, stop: int, t: int, state: Optional[State], history: Optional[History]) -> None:
         if state is not None:
-            _store_block(host, spec, b0, b1, state, history)
-        save_checkpoint(spec.checkpoint, spec, block_start=b0, block_stop=b1, step=t, arrays=host)
+            _store_block(host, spec, first, stop, state, history)
+        save_checkpoint(spec.checkpoint, spec, block_start=first, block_stop=stop, step=t, arrays=host)
         last_save[0] = time.monotonic()
 
     def due() -> bool:
         return spec.checkpoint is not None and time.monotonic() - last_save[0] >= spec.checkpoint_every
 
     try:
-        for b0 in range(start, m, block):
-            b1 = min(m, b0 + block)
+        for first in range(start, m, block):
+            stop = min(m, first + block)
             # torch.compile specializes on a block of one member: give it a second.
-            pad = 1 if spec.backend == "compile" and b1 - b0 == 1 else 0
-            members = spec.block(b0, b1, dev, pad)
-            history = _block_history(host, spec, b0, b1, pad)
-            if b0 == start and t_start:
-                state, t = _saved_state(host, spec, b0, b1, pad), t_start
-                bar.update(t, b1 - b0, timed=False)
+            pad = 1 if spec.backend == "compile" and stop - first == 1 else 0
+            members = spec.block(first, stop, dev, pad)
+            history = _block_history(host, spec, first, stop, pad)
+            if first == start and t_start:
+                state, t = _saved_state(host, spec, first, stop, pad), t_start
+                bar.update(t, stop - first, timed=False)
             else:
                 state, t = fresh_state(stepper, members, config, spec.state_names()), 0
 
-            def on_chunk(t_now: int, state_now: State, n: int, b0=b0, b1=b1, history=history) -> None:
-                bar.update(n, b1 - b0)
+            def on_chunk(t_now: int, state_now: State, n: int, first=first, stop=stop, history=history) -> None:
+                bar.update(n, stop - first)
                 if between_chunks is not None:
                     between_chunks()
                 if t_now < steps and due():
-                    save(b0, b1, t_now, state_now, history)
+                    save(first, stop, t_now, state_now, history)
 
             state = train_block(stepper, state, t, steps, members, consts, config, history, on_chunk)
-            _store_block(host, spec, b0, b1, state, history)
-            if b1 < m and due():
-                save(b1, min(m, b1 + block), 0, None, None)
+            _store_block(host, spec, first, stop, state, history)
+            if stop < m and due():
+                save(stop, min(m, stop + block), 0, None, None)
     finally:
         bar.close()
     # The last block's constants and the stepper's spare buffers are no longer needed:
@@ -173,27 +173,27 @@ def _host_arrays(spec: RunSpec) -> dict:
     return host
 
 
-def _block_history(host: dict, spec: RunSpec, b0: int, b1: int, pad: int) -> Optional[History]:
+def _block_history(host: dict, spec: RunSpec, first: int, stop: int, pad: int) -> Optional[History]:
     if not spec.log_every:
         return None
-    if spec.device.type == "cpu" and not pad and b1 - b0 == len(spec):
+    if spec.device.type == "cpu" and not pad and stop - first == len(spec):
         return History(host["history_weight"], host["history_bias"], spec.log_every)
-    return History(take(host["history_weight"], b0, b1, spec.device, pad, dim=1),
-                   take(host["history_bias"], b0, b1, spec.device, pad, dim=1), spec.log_every)
+    return History(take(host["history_weight"], first, stop, spec.device, pad, dim=1),
+                   take(host["history_bias"], first, stop, spec.device, pad, dim=1), spec.log_every)
 
 
-def _saved_state(host: dict, spec: RunSpec, b0: int, b1: int, pad: int) -> State:
+def _saved_state(host: dict, spec: RunSpec, first: int, stop: int, pad: int) -> State:
     def get(name):
-        return take(host[name], b0, b1, spec.device, pad)
+        return take(host[name], first, stop, spec.device, pad)
 
     names = spec.state_names()
     return State(get("weight"), get("bias"), tuple(get(f"{s}_weight") for s in names),
                  tuple(get(f"{s}_bias") for s in names), get("diverged_at"))
 
 
-def _store_block(host: dict, spec: RunSpec, b0: int, b1: int, state: State, history: Optional[History]) -> None:
-    """Copy a block's state (members [b0, b1), padding dropped) and history into ``host``."""
-    m, n = len(spec), b1 - b0
+def _store_block(host: dict, spec: RunSpec, first: int, stop: int, state: State, history: Optional[History]) -> None:
+    """Copy a block's state (members [first, stop), padding dropped) and history into ``host``."""
+    m, n = len(spec), stop - first
     names = spec.state_names()
     values = {"weight": state.weight, "bias": state.bias, "diverged_at": state.diverged_at,
               **{f"{s}_weight": x for s, x in zip(names, state.weight_state)},
@@ -204,10 +204,10 @@ def _store_block(host: dict, spec: RunSpec, b0: int, b1: int, state: State, hist
             continue
         if host[k] is None:
             host[k] = torch.empty(m, dtype=x.dtype)
-        host[k][b0:b1] = x[:n].cpu()
+        host[k][first:stop] = x[:n].cpu()
     if history is not None and history.weight is not host["history_weight"]:
-        host["history_weight"][:, b0:b1] = history.weight[:, :n].cpu()
-        host["history_bias"][:, b0:b1] = history.bias[:, :n].cpu()
+        host["history_weight"][:, first:stop] = history.weight[:, :n].cpu()
+        host["history_bias"][:, first:stop] = history.bias[:, :n].cpu()
 
 
 def _result(spec: RunSpec, host: dict):

@@ -1,7 +1,10 @@
 """The tutorial's own program, replicated: one ``nn.Linear(1, 1)`` learning f(x) = 2x + 1.
 
 ``python -m fastneuron.notebook`` runs it as the tutorial does (numpy sampling,
-``nn.MSELoss``, ``optim.SGD(lr=0.01)``, 3000 steps) and prints its table. Note the
+``nn.MSELoss``, ``optim.SGD(lr=0.01)``, 3000 steps) and prints its table in the
+tutorial's own format, every 200 steps::
+
+    Iteration 0|| weight:tensor([0.2515]), bias:tensor([0.0839]) Note the
 tutorial's sampler: ``np.random.uniform(5)`` is ``uniform(low=5, high=1)``, so x
 lies in (1, 5], although the tutorial's text says [0, 5].
 
@@ -69,18 +72,28 @@ def train_tutorial(
         optimizer.step()
         w, b = net.fc.weight.item(), net.fc.bias.item()
         if print_every and i % print_every == 0:
-            print(f"Iteration {i}|| weight:{w}, bias:{b}")
+            # The tutorial prints the parameters' tensors: weight[0] and bias, shape (1,) each.
+            print(f"Iteration {i}|| weight:{net.fc.weight.data[0]}, bias:{net.fc.bias.data}")
         if log_every and i % log_every == 0:
             log.append((i, w, b))
     return net, log
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fastneuron.notebook",
-                                     description="Run the tutorial's single-neuron training loop.")
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=None, help="numpy and torch seed")
+    parser = argparse.ArgumentParser(
+        prog="python -m fastneuron.notebook",
+        description="Run the tutorial's single-neuron training loop: one nn.Linear(1, 1) learning "
+        "f(x) = 2x + 1 by SGD on nn.MSELoss, one sample x = np.random.uniform(5) (in (1, 5]) a step, "
+        "printing 'Iteration i|| weight:tensor([w]), bias:tensor([b])' every 200 steps, as the "
+        "tutorial does. This is the tutorial's own program (numpy and torch random streams), not "
+        "fastneuron's engine: see 'python -m fastneuron train' for that.")
+    parser.add_argument("--steps", type=int, default=3000, metavar="T",
+                        help="training steps, one sample each (default: 3000, as the tutorial)")
+    parser.add_argument("--lr", type=float, default=0.01,
+                        help="the learning rate of optim.SGD (default: 0.01, as the tutorial)")
+    parser.add_argument("--seed", type=int, default=None, metavar="S",
+                        help="seed numpy (the samples) and torch (the initial weight and bias) for a "
+                        "repeatable run (default: unseeded, as the tutorial)")
     args = parser.parse_args(argv)
     if args.seed is not None:
         np.random.seed(args.seed)

@@ -37,3 +37,10 @@ DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 SPEC_VECTORS_PATH = pathlib.Path(__file__).resolve().parent / "spec-vectors.json"
 SHARED_SPEC_VECTORS_PATH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec-vectors.json"
 SPEC_VECTORS = json.loads(SPEC_VECTORS_PATH.read_text())
+#: The one test that needs ../shared (the shared SPEC folder of the project, beside this
+#: checkout, not part of it) skips without it, saying so.
+requires_shared_spec_vectors = pytest.mark.skipif(
+    not SHARED_SPEC_VECTORS_PATH.exists(),
+    reason=f"{SHARED_SPEC_VECTORS_PATH} (the project's shared SPEC folder, beside this checkout) is absent: "
+    "cannot check that tests/spec-vectors.json is a current copy of its spec-vectors.json; the tests use "
+    "that copy either way")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.machinery
 import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -17,7 +18,7 @@ import fastneuron
 from fastneuron import __main__ as cli
 
 U64_MAX = 2**64 - 1
-SUMMARY_KEYS = ("members", "steps", "backend", "seconds", "neuron-steps/s", "diverged", "median weight",
+SUMMARY_KEYS = ("members", "steps", "backend", "start-up", "seconds", "neuron-steps/s", "diverged", "median weight",
                 "median bias", "median risk")
 
 
@@ -60,9 +61,19 @@ def assert_same(r1, r2) -> None:
     ("5,5", [5, 5]),
 ])
 def test_parse_seeds(text, expected):
-    got = cli.parse_seeds(text)
+    seeds = cli.parse_seeds(text)
+    assert len(seeds) == seeds.count == len(expected)
+    got = seeds.materialize()
     assert got.dtype == np.uint64
     assert [int(v) for v in got] == expected
+
+
+def test_parse_seeds_builds_no_array():
+    """Issue 13 item 6: a huge --seeds is a description (ranges) with a count, not 8 GB."""
+    seeds = cli.parse_seeds("0:1000000000,5,0:18446744073709551616")
+    assert seeds.count == 10**9 + 1 + 2**64  # past sys.maxsize, still exact
+    assert seeds.ranges == [range(0, 10**9), range(5, 6), range(0, 2**64)]
+    assert cli.count_floats("1e-4:1e-1:1000000000000log,0.5", "--lrs") == 10**12 + 1
 
 
 @pytest.mark.parametrize("text", [
@@ -297,3 +308,121 @@ def test_bench_is_handed_over(monkeypatch):
     monkeypatch.setitem(sys.modules, "fastneuron.bench", fake)
     assert cli.main(["bench", "--members", "10", "--quick"]) == 3
     assert calls == [["--members", "10", "--quick"]]
+
+
+# -- issue 13 --------------------------------------------------------------------------------
+
+
+def test_too_many_members_refused_before_building_inputs(monkeypatch, capsys):
+    """Item 6: the member count comes from the parsed axes and is checked against memory
+    before any array of M is built (it was: 8 GB held for 109 s, then a MemoryError)."""
+    from fastneuron import engine
+
+    def no_arrays(*a, **k):
+        raise AssertionError("an array of the members was built before the memory check")
+
+    monkeypatch.setattr(cli, "product", no_arrays)
+    monkeypatch.setattr(cli.Seeds, "materialize", no_arrays)
+    monkeypatch.setattr(engine, "available_bytes", lambda dev: 8 << 30)
+    for argv in (["--seeds", "0:1000000000"],  # 56 GB of inputs and results
+                 ["--seeds", "0:1000", "--lrs", "1e-4:1e-1:1000000000log"],
+                 ["--seeds", "0:1000000", "--steps", "3000", "--log-every", "1"]):
+        assert cli.main(["train", *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith("fastneuron: error: --seeds: ") and "members" in err and "GiB" in err, err
+        assert "log_every" not in err, err  # the flag's name, --log-every
+
+
+def test_too_many_members_in_a_real_process(tmp_path):
+    p = run_cli("train", "--seeds", "0:1000000000000000", cwd=tmp_path, timeout=60)
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.splitlines()) == 1 and "members" in p.stderr
+
+
+class _Timing:
+    def __init__(self, start_up_s, first, total, end=None):
+        self.start_up_s, self.first_chunk_neuron_steps, self.neuron_steps = start_up_s, first, total
+        self.first_chunk_end = end
+
+
+def test_summary_reports_start_up_apart():
+    """Item 9: a 1-member run said "neuron-steps/s 60": compilation counted as training."""
+    res = fastneuron.train([0], 0.01, 100, backend="eager", progress=False)
+    # 9 s to the end of the first chunk (4 of 100 steps), 1 s for the other 96 steps
+    s = summary_of(cli.summary(res, [1, 1, 1, 1], 10.0, timing=_Timing(9.0, 4, 100)))
+    assert s["start-up"].startswith("9.000 ")
+    assert s["seconds"] == "1.000"
+    assert float(s["neuron-steps/s"]) == pytest.approx(96.0)
+    # a run of a single chunk has no rate to report
+    s = summary_of(cli.summary(res, [1, 1, 1, 1], 2.0, timing=_Timing(2.0, 100, 100)))
+    assert s["start-up"].startswith("2.000 ") and s["neuron-steps/s"].startswith("n/a")
+
+
+def test_cli_summary_start_up_is_the_first_chunk(monkeypatch, capsys):
+    from fastneuron import progress
+
+    real_update = progress.Progress.update
+    slow = []
+
+    def update(self, steps, members, timed=True):
+        if timed and not slow:  # the first chunk "compiles" for 3 s
+            slow.append(1)
+            time.sleep(3.0)
+        return real_update(self, steps, members, timed)
+
+    monkeypatch.setattr(progress.Progress, "update", update)
+    assert cli.main(["train", "--seeds", "0", "--steps", "40", "--backend", "eager", "--quiet"]) == 0
+    s = summary_of(capsys.readouterr().out)
+    start_up, seconds = float(s["start-up"].split()[0]), float(s["seconds"])
+    assert start_up >= 3.0 and seconds < start_up, s
+    timing = progress.last_run_timing()
+    assert timing.first_chunk_neuron_steps == 4 and timing.neuron_steps == 40 and timing.finished
+
+
+def test_cli_errors_use_flag_names(capsys):
+    """Item 11: the API's names (log_every, nesterov=True) as the CLI's flags."""
+    cases = {
+        ("--log-every", "0"): "--log-every must be >= 1",
+        ("--nesterov",): "--nesterov needs momentum > 0",
+        ("--batch-size", "0"): "--batch-size must be >= 1",
+        ("--checkpoint-every", "-1"): "--checkpoint-every must be",
+        ("--member-block", "0"): "--member-block must be >= 1",
+        ("--momentum", "1"): "--momentum must be",
+        ("--a", "1e39"): "--a must be finite",
+        ("--steps", str(10**30), "--log-every", "7"): "--steps must be <=",
+    }
+    for extra, needle in cases.items():
+        assert cli.main(["train", "--seeds", "0", "--backend", "eager", *extra]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.splitlines()) == 1, (extra, err)
+        assert not any(name in err for name in ("log_every", "nesterov=True", "batch_size", "checkpoint_every",
+                                                 "member_block")), err
+    assert cli.flag_names("lo must be < hi (in float32), got lo=5.0, hi=1.0") == \
+        "--lo must be < hi (in float32), got --lo 5.0, --hi 1.0"
+
+
+def test_os_errors_name_the_path(tmp_path, monkeypatch, capsys):
+    """Item 11: "[Errno 28] No space left on device" said nothing of which file."""
+    from fastneuron.result import TrainResult
+
+    def full_disk(self, path):
+        raise OSError(28, "No space left on device")  # as a failed write() raises it: no file name
+
+    monkeypatch.setattr(TrainResult, "save", full_disk)
+    out = tmp_path / "o.npz"
+    assert cli.main(["train", "--seeds", "0", "--steps", "4", "--backend", "eager", "--quiet", "--out",
+                     str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fastneuron: error: {out}: No space left on device\n"
+    assert cli.error_message(FileNotFoundError(2, "No such file or directory", "/a/b")) == \
+        "/a/b: No such file or directory"
+
+
+def test_resume_path_errors_say_resume(tmp_path, capsys):
+    """Item 11: --resume DIR was reported as --checkpoint."""
+    assert cli.main(["train", "--seeds", "0", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastneuron: error: --resume: ") and "is a directory" in err, err
+    assert cli.main(["train", "--seeds", "0", "--resume", str(tmp_path), "--checkpoint", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("fastneuron: error: --checkpoint: ")

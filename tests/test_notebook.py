@@ -144,7 +144,8 @@ def test_distribution_test_has_power(replica_population):
 
 # --- (c) the command line ------------------------------------------------------------------
 
-LINE = re.compile(r"^Iteration (\d+)\|\| weight:(\S+), bias:(\S+)$")
+# The tutorial's format: "Iteration 0|| weight:tensor([0.2515]), bias:tensor([0.0839])"
+LINE = re.compile(r"^Iteration (\d+)\|\| weight:tensor\(\[(\S+)\]\), bias:tensor\(\[(\S+)\]\)$")
 
 
 def test_notebook_command_line():
@@ -160,6 +161,7 @@ def test_notebook_command_line():
     assert [int(m.group(1)) for m in parsed] == [0, 200, 400]
     values = [(float(m.group(2)), float(m.group(3))) for m in parsed]
     assert all(np.isfinite(v).all() for v in values)
+    assert all(len(m.group(2).split(".")[-1]) == 4 for m in parsed), out.stdout  # torch's 4 decimals
     # the printed numbers are those of train_tutorial with the same seeding, in-process
     np_state, torch_state = np.random.get_state(), torch.random.get_rng_state()
     try:
@@ -169,6 +171,18 @@ def test_notebook_command_line():
     finally:
         np.random.set_state(np_state)
         torch.random.set_rng_state(torch_state)
-    assert values == [(w, b) for _, w, b in log]
-    # each printed value is a float32 (the tutorial prints .item() of float32 parameters)
-    assert all(float(np.float32(v)) == v for pair in values for v in pair)
+    # the printed tensors are those of train_tutorial's parameters, as torch prints them
+    assert lines == [f"Iteration {i}|| weight:{torch.tensor([w])}, bias:{torch.tensor([b])}" for i, w, b in log]
+    assert values == [pytest.approx((w, b), abs=5e-5) for _, w, b in log]
+
+
+def test_notebook_help_describes_its_flags():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-m", "fastneuron.notebook", "--help"], capture_output=True, text=True,
+                         timeout=120, cwd=REPO, env=env)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    for words in ("--steps T training steps", "--lr LR the learning rate", "--seed S seed numpy",
+                  "weight:tensor([w]), bias:tensor([b])"):
+        assert words in text, out.stdout

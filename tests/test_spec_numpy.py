@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import spec_numpy as S
-from conftest import SHARED_SPEC_VECTORS_PATH, SPEC_VECTORS
+from conftest import SHARED_SPEC_VECTORS_PATH, SPEC_VECTORS, requires_shared_spec_vectors
 import torch
 
 import fastneuron
@@ -315,7 +315,7 @@ def test_steps_zero_is_init():
     assert ((w0 >= -1) & (w0 < 1) & (b0 >= -1) & (b0 < 1)).all()
 
 
-@pytest.mark.skipif(not SHARED_SPEC_VECTORS_PATH.exists(), reason="requires ../shared beside the checkout")
+@requires_shared_spec_vectors
 def test_spec_vectors_copy_is_current():
     """tests/spec-vectors.json is the shared contract's file, unchanged."""
     assert json.loads(SHARED_SPEC_VECTORS_PATH.read_text()) == SPEC_VECTORS

@@ -252,3 +252,55 @@ def test_grid_feeds_train():
 def test_grid_empty_axis(kw, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         fastneuron.grid(**kw)
+
+
+# -- issue 13 item 11: messages and the inputs they were missing ----------------------------
+
+
+@pytest.mark.parametrize("kw, message", [
+    # a string is not the sequence of its characters: it said "got '0'"
+    (dict(lrs="0.01"), "lrs must be a number or a sequence of numbers, got '0.01'"),
+    (dict(momentum="0.5"), "momentum must be a number or a sequence of numbers, got '0.5'"),
+    # NumPy scalars shown as plain numbers, not np.float64(-0.01)
+    (dict(lrs=np.float64(-0.01)), "member 0 has -0.01"),
+    (dict(lrs=[0.01, np.float32(-2.0)]), "member 1 has -2.0"),
+    (dict(momentum=np.array([0.5, -0.25])), "member 1 has -0.25"),
+    (dict(lrs=[np.str_("x"), 1]), "lrs must be real numbers, got 'x'"),
+    (dict(steps=np.float64(2.5)), "steps must be an integer, got 2.5"),
+    # sets have no order: members would come out reordered
+    (dict(lrs={0.01, 0.1}), "lrs must be an ordered sequence"),
+    (dict(seeds={3, 1, 2}, lrs=0.01), "seeds must be an ordered sequence"),
+    (dict(momentum=frozenset({0.1, 0.2})), "momentum must be an ordered sequence"),
+    # huge steps with log_every: an OverflowError traceback
+    (dict(steps=10**30, log_every=7), "steps must be <= 2**62"),
+    (dict(steps=2**62 + 1), "steps must be <= 2**62"),
+    (dict(log_every=10**30), "log_every must be <= 2**62"),
+    # meta tensors: a NotImplementedError
+    (dict(lrs=torch.full((2,), 0.01, device="meta")), "lrs is a tensor on the meta device"),
+    (dict(seeds=torch.arange(2, device="meta")), "seeds is a tensor on the meta device"),
+    (dict(weight_decay=torch.zeros(2, device="meta")), "weight_decay is a tensor on the meta device"),
+])
+def test_issue13_messages(kw, message):
+    with pytest.raises(ValueError) as info:
+        run(**kw)
+    assert message in str(info.value), str(info.value)
+    assert "np.float" not in str(info.value) and "np.str" not in str(info.value)
+
+
+@pytest.mark.parametrize("kw", [dict(a=1e39), dict(c=-1e39), dict(lo=-1e39), dict(checkpoint_every=1e39)])
+def test_float32_overflow_refused_without_a_warning(kw):
+    """It warned "RuntimeWarning: overflow encountered in cast" before the ValueError."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            run(**kw)
+
+
+def test_ordered_sequences_still_accepted():
+    assert_same_result(run(lrs=(0.01, 0.1)), run(lrs=[0.01, 0.1]))
+    assert_same_result(run(lrs=np.float64(0.01)), run(lrs=0.01))
+    from fastneuron import _validate
+
+    assert _validate.check_int("steps", 2**62, 0) == 2**62  # the largest accepted
