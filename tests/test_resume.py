@@ -353,6 +353,7 @@ def test_cli_resume_mismatch_is_one_line(mid_checkpoint, tmp_path):
     assert p.returncode == 2
     assert p.stdout == ""
     lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fastneuron: error: resume: ")
-    assert "other settings" in lines[0] and "batch_size" in lines[0]
+    # The CLI names its flags (issue 13): --resume, --batch-size.
+    assert len(lines) == 1 and lines[0].startswith("fastneuron: error: --resume: ")
+    assert "other settings" in lines[0] and "--batch-size" in lines[0]
     assert os.listdir(tmp_path) == [], "a refused resume writes nothing"
