@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from .files import check_writable
 from .cli_values import (  # noqa: F401  (parse_seeds, parse_floats, product: used by tests)
     CLIError, Seeds, count_floats, parse_floats, parse_seeds, product)
 
@@ -148,13 +149,11 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
 
 
 def _check_writable(option: str, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise CLIError(f"{option}: {path} is a directory")
-    if not os.path.isdir(directory):
-        raise CLIError(f"{option}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise CLIError(f"{option}: directory {directory} is not writable")
+    """Before the run: a file can be written at ``path`` (not a directory, FIFO or device)."""
+    try:
+        check_writable(option, path)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 # -- train ---------------------------------------------------------------------
