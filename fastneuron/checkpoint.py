@@ -34,7 +34,7 @@ import zipfile
 import numpy as np
 import torch
 
-from .result import Npz, atomic_write, check_arrays, read_header
+from .files import Npz, atomic_write, check_arrays, read_header
 
 FORMAT = "fastneuron-checkpoint"
 FORMAT_VERSION = 2

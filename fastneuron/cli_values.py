@@ -46,15 +46,20 @@ class Seeds:
         return np.concatenate(parts)
 
 
+def _items(text: str, what: str):
+    """The comma-separated items of ``text``, each with its ``:``-separated fields."""
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise CLIError(f"{what}: empty item in {text!r}")
+        yield item, item.split(":")
+
+
 def parse_seeds(text: str) -> Seeds:
     """``0:1000``, ``0:1000:10``, ``1,2,3`` or a mix, as :class:`Seeds` (ranges, no array;
     ``.materialize()`` gives the uint64 array)."""
     parts = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            raise CLIError(f"--seeds: empty item in {text!r}")
-        fields = item.split(":")
+    for item, fields in _items(text, "--seeds"):
         if len(fields) == 1:
             v = _int(fields[0], "--seeds")
             if not 0 <= v < _U64:
@@ -104,11 +109,7 @@ def parse_floats(text: str, what: str) -> np.ndarray:
 def _float_items(text: str, what: str) -> list:
     """The items of a value list: ("value", v, v, 1), ("log", a, b, n) or ("lin", a, b, n)."""
     parts = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            raise CLIError(f"{what}: empty item in {text!r}")
-        fields = item.split(":")
+    for item, fields in _items(text, what):
         if len(fields) == 1:
             v = _float(item, what)
             parts.append(("value", v, v, 1))

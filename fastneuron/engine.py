@@ -18,7 +18,7 @@ import torch
 from . import kernels
 from .checkpoint import load_checkpoint, save_checkpoint
 from .progress import Progress
-from .result import ResultNotSaved
+from .files import ResultNotSaved
 from .reference import Constants, History, Members, State, StepConfig
 from .spec import RunSpec, take
 

@@ -45,7 +45,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .files import Npz, ResultNotSaved, atomic_write, check_arrays, check_writable, read_header  # noqa: F401
+from .files import (  # noqa: F401  (ResultNotSaved, check_writable: re-exported with the result API)
+    Npz, ResultNotSaved, atomic_write, check_arrays, check_writable, read_header)
 from .optim import run_option_names
 from .problems import PROBLEMS, population_risk  # noqa: F401  (population_risk: re-exported)
 

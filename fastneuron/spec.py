@@ -22,10 +22,11 @@ import torch
 
 from . import _validate as V
 from . import kernels
+from .files import check_writable
 from .optim import OPTIMIZERS, run_option_names
 from .problems import PROBLEMS
 from .reference import Constants, Members, StepConfig
-from .result import TrainResult, check_writable
+from .result import TrainResult
 from .rng import split_seeds
 
 #: Settings that are not part of what a run computes: a resumed run may change them.
