@@ -13,7 +13,8 @@ An optimizer class says everything the rest of fastneuron needs to know about it
   it is then not carried to the device at all);
 - :meth:`state_names`: the per-parameter state it keeps (e.g. the momentum buffer);
 - :meth:`constants`: run-wide values as 0-dim float32 tensors;
-- :meth:`update`: the reference update of one parameter, one float32 op a line.
+- :meth:`update`: the reference update of one parameter at step ``t`` (a 0-dim int64
+  tensor, counted from 0), one float32 op a line.
 
 Adding an optimizer: its class here (or in its own module, passed to
 :func:`register_optimizer`), its update in each kernel that supports it, its tests
@@ -57,7 +58,7 @@ class Optimizer(Protocol):
     def constants(self, device: torch.device) -> tuple: ...
 
     @staticmethod
-    def update(flags, p, d, state: tuple, first, neg_lr, options, consts) -> tuple: ...
+    def update(flags, p, d, state: tuple, t, neg_lr, options, consts) -> tuple: ...
 
 
 class SGDOptions(NamedTuple):
@@ -120,15 +121,15 @@ class SGD:
         return SGDConstants(torch.tensor(np.float32(1.0 - self.dampening), device=device))
 
     @staticmethod
-    def update(flags: SGDFlags, p, d, state: tuple, first, neg_lr, options: SGDOptions, consts: SGDConstants):
-        """One parameter's ``torch.optim.SGD`` update (SPEC §3b) from its gradient ``d``.
-        Returns (p, state); ``first`` is True at step 0 (the buffer starts as ``d``)."""
+    def update(flags: SGDFlags, p, d, state: tuple, t, neg_lr, options: SGDOptions, consts: SGDConstants):
+        """One parameter's ``torch.optim.SGD`` update (SPEC §3b) from its gradient ``d`` at
+        step ``t`` (0-dim int64). Returns (p, state); at step 0 the buffer starts as ``d``."""
         if flags.weight_decay:
             wd = options.weight_decay
             d = torch.where(wd != 0, d + wd * p, d)  # d = gp + wd*p
         if flags.momentum:
             mu = options.momentum
-            v = torch.where(first, d, mu * state[0] + consts.one_minus_dampening * d)
+            v = torch.where(t == 0, d, mu * state[0] + consts.one_minus_dampening * d)
             d_m = d + mu * v if flags.nesterov else v
             d = torch.where(mu != 0, d_m, d)
             state = (v,)

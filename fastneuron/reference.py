@@ -77,11 +77,10 @@ def step(state: State, samples, t, members: Members, consts: Constants, config: 
     if len(samples) > 1:
         gw = gw / consts.batch
         gb = gb / consts.batch
-    first = t == 0
     update = config.optimizer.update
-    w, w_state = update(config.flags, w, gw, state.weight_state, first, members.neg_lr, members.options,
+    w, w_state = update(config.flags, w, gw, state.weight_state, t, members.neg_lr, members.options,
                         consts.optimizer)
-    b, b_state = update(config.flags, b, gb, state.bias_state, first, members.neg_lr, members.options,
+    b, b_state = update(config.flags, b, gb, state.bias_state, t, members.neg_lr, members.options,
                         consts.optimizer)
     diverged_at = state.diverged_at
     if track_divergence:  # SPEC §4

@@ -53,10 +53,10 @@ class Signum:
         return SignumConstants()
 
     @staticmethod
-    def update(flags, p, d, state, first, neg_lr, options, consts):
+    def update(flags, p, d, state, t, neg_lr, options, consts):
         if flags.beta:
             beta = options.beta
-            d = torch.where(first, d, beta * state[0] + (1.0 - beta) * d)
+            d = torch.where(t == 0, d, beta * state[0] + (1.0 - beta) * d)
             state = (d,)
         return p + neg_lr * torch.sign(d), state
 
