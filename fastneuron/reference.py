@@ -64,29 +64,42 @@ class History(NamedTuple):
     log_every: int
 
 
-def step(state: State, samples, t, members: Members, consts: Constants, config: StepConfig,
-         track_divergence: bool = True) -> State:
-    """Step ``t`` (0-dim int64 tensor) on ``samples``: B pairs (x, target) of float32 tensors."""
-    w, b = state.weight, state.bias
-    gw = gb = None
-    for x, target in samples:  # all drawn with the old (w, b); sums left to right
+def accumulate(w, b, samples, gw=None, gb=None):
+    """Add the gradients of ``samples`` (pairs (x, target) of float32 tensors) at (w, b)
+    to the sums (gw, gb), left to right; None starts a sum with its first term."""
+    for x, target in samples:
         y = w * x + b
         g = 2.0 * (y - target)  # dL/dy of (y - target)**2
         gw = g * x if gw is None else gw + g * x
         gb = g if gb is None else gb + g
-    if len(samples) > 1:
+    return gw, gb
+
+
+def apply_update(state: State, gw, gb, t, members: Members, consts: Constants, config: StepConfig,
+                 track_divergence: bool = True) -> State:
+    """End of step ``t`` (0-dim int64): the batch mean of the summed gradients, the
+    optimizer's update of w and b, and the divergence check (SPEC §3, §3b, §4)."""
+    if config.batch_size > 1:
         gw = gw / consts.batch
         gb = gb / consts.batch
     update = config.optimizer.update
-    w, w_state = update(config.flags, w, gw, state.weight_state, t, members.neg_lr, members.options,
+    w, w_state = update(config.flags, state.weight, gw, state.weight_state, t, members.neg_lr, members.options,
                         consts.optimizer)
-    b, b_state = update(config.flags, b, gb, state.bias_state, t, members.neg_lr, members.options,
+    b, b_state = update(config.flags, state.bias, gb, state.bias_state, t, members.neg_lr, members.options,
                         consts.optimizer)
     diverged_at = state.diverged_at
     if track_divergence:  # SPEC §4
         newly = (diverged_at < 0) & ~(torch.isfinite(w) & torch.isfinite(b))
         diverged_at = torch.where(newly, t, diverged_at)
     return State(w, b, w_state, b_state, diverged_at)
+
+
+def step(state: State, samples, t, members: Members, consts: Constants, config: StepConfig,
+         track_divergence: bool = True) -> State:
+    """Step ``t`` (0-dim int64 tensor) on ``samples``: B pairs (x, target) of float32 tensors,
+    all drawn with the old (w, b)."""
+    gw, gb = accumulate(state.weight, state.bias, samples)
+    return apply_update(state, gw, gb, t, members, consts, config, track_divergence)
 
 
 def run_steps(state: State, t0, members: Members, consts: Constants, *, nsteps: int, config: StepConfig,
@@ -130,3 +143,44 @@ def keep_logged(recorded, t: int, n: int, history: Optional[History]) -> None:
     for s in range(-(-t // every) * every, t + n, every):
         history.weight[s // every] = recorded[0][s - t]
         history.bias[s // every] = recorded[1][s - t]
+
+
+def run_samples(state: State, partial, n0, members: Members, consts: Constants, *, nsamples: int,
+                config: StepConfig, record: bool = False):
+    """Samples ``n0 .. n0 + nsamples - 1`` of the data stream (``n0`` a 0-dim int64
+    tensor, a multiple of 4), the same arithmetic as :func:`run_steps` bracketed by
+    samples instead of steps: where step boundaries fall is data (``n0``), not code, so
+    one traced function serves every batch size with a fixed number of samples.
+
+    ``partial`` holds the gradient sums (gw, gb) of the step in progress; a step's sums
+    start at -0.0, the identity of float32 addition (``-0.0 + v`` is ``v`` for every v,
+    +0.0 and -0.0 included), so each sum equals :func:`accumulate`'s bit for bit. After
+    the sample that ends a step (``(n + 1) % B == 0``) each member takes
+    :func:`apply_update`'s values and its sums restart; elsewhere the computed update is
+    discarded by a select. Divergence is not tracked (see ``track_divergence`` in
+    :func:`run_steps`). Returns the new state, the new partial sums and, when
+    ``record``, the (nsamples, M) weights and biases after each sample (else None).
+    """
+    batch = config.batch_size
+    gw, gb = partial
+    restart = torch.full_like(gw, -0.0)
+    q0 = n0 // 4
+    block = None
+    ws, bs = [], []
+    for i in range(nsamples):
+        if i % 4 == 0:
+            block = config.problem.draw(members.s_lo, members.s_hi, q0 + i // 4, consts.problem)
+        gw, gb = accumulate(state.weight, state.bias, [block[i % 4]], gw, gb)
+        done = n0 + (i + 1)  # samples consumed, this one included
+        ends = done % batch == 0
+        new = apply_update(state, gw, gb, done // batch - 1, members, consts, config, track_divergence=False)
+        state = State(torch.where(ends, new.weight, state.weight), torch.where(ends, new.bias, state.bias),
+                      tuple(torch.where(ends, x, y) for x, y in zip(new.weight_state, state.weight_state)),
+                      tuple(torch.where(ends, x, y) for x, y in zip(new.bias_state, state.bias_state)),
+                      state.diverged_at)
+        gw, gb = torch.where(ends, restart, gw), torch.where(ends, restart, gb)
+        if record:
+            ws.append(state.weight)
+            bs.append(state.bias)
+    history = (torch.stack(ws), torch.stack(bs)) if record and nsamples else None
+    return state, (gw, gb), history

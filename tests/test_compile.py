@@ -31,6 +31,25 @@ def test_compile_equals_eager_batch3_history(m, steps, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("m,steps,batch", [(41, 37, 5), (1, 3, 1024)])
+def test_compile_equals_eager_any_batch(m, steps, batch, device):
+    """A batch size that does not divide 12 runs in segments of 12 samples, steps ending
+    anywhere inside them, gradient sums carried across (compile time independent of B):
+    the same bits as eager. B = 5: 185 samples, so the run ends with 5 samples uncompiled;
+    momentum and weight decay on some members, history, divergence. B = 1024, M = 1."""
+    seeds, lrs = seeds_for(m), lrs_for(m)
+    kw = dict(batch_size=batch)
+    if m > 1:
+        kw.update(momentum=[0.0, 0.9, 0.5] * (m // 3) + [0.9] * (m % 3), weight_decay=[0.0, 0.01] * (m // 2) + [0.1],
+                  log_every=4)
+    ref = fn.train(seeds, lrs, steps, backend="eager", device=device, **kw)
+    got = fn.train(seeds, lrs, steps, backend="compile", device=device, **kw)
+    assert_same_results(ref, got)
+    if m > 1:
+        assert (got.diverged_at >= 0).any() and (got.diverged_at < 0).any(), "some members should diverge, not all"
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_compile_equals_eager_sgd_options(device):
     m = 11
     kw = dict(momentum=[0.9, 0.0, 0.5] * 3 + [0.9, 0.1], weight_decay=[0.0, 0.01, 0.1] * 3 + [0.0, 0.5],

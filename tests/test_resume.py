@@ -109,6 +109,24 @@ def test_resume_from_every_checkpoint(backend, reference, monkeypatch, tmp_path)
         assert calls == [(t if i == 0 else 0, r) for i, r in enumerate(rows)], ((b0, b1, t), calls)
 
 
+def test_resume_batch_5_from_every_checkpoint(monkeypatch, tmp_path):
+    """B = 5 (segments of 12 samples in the compiled backend, steps ending inside
+    them): every checkpoint of a compiled run resumes to the eager run's bits, on
+    compile and on eager."""
+    run = dict(RUN, batch_size=5, steps=40, member_block=None)
+    ref = fastneuron.train(**run, backend="eager", progress=False)
+    assert (ref.diverged_at >= 0).any() and (ref.diverged_at < 0).any()
+    r, snaps = run_with_snapshots(monkeypatch, tmp_path, **run, backend="compile")
+    assert_same(ref, r)
+    assert any(0 < t < run["steps"] for _, (_, _, t) in snaps)
+    for snap, position in snaps:
+        for backend in ("compile", "eager"):
+            try:
+                assert_same(ref, fastneuron.train(**run, backend=backend, resume=snap, progress=False))
+            except AssertionError as exc:
+                raise AssertionError(f"{backend} resumed from {position} differs: {exc}") from None
+
+
 def test_resume_reads_the_checkpoint(reference, monkeypatch, tmp_path):
     """Changing a checkpoint changes the resumed run, as it should: the state comes
     from the file (members already done keep the file's final values)."""

@@ -1,38 +1,51 @@
-"""``backend="compile"``: K steps of the eager reference fused into one kernel.
+"""``backend="compile"``: chunks of the eager reference fused into one kernel each.
 
-``torch.compile`` traces :func:`fastneuron.reference.run_steps` itself (no copy of
-the step, so any optimizer or problem of the reference runs here too) for a fixed
-chunk of ``K`` steps. Inductor fuses the unrolled Philox rounds and updates into one
-loop over members, so (w, b) stay in registers for K steps and x never touches
+``torch.compile`` traces the reference itself (no copy of the step, so any optimizer
+or problem of the reference runs here too) over a fixed number of samples, 12 a
+compiled call. Inductor fuses the unrolled Philox rounds and updates into one loop
+over members, so (w, b) stay in registers for the whole segment and x never touches
 memory.
 
-Chunk length K = 12: a multiple of 4 (every chunk starts a Philox block; 3000 steps
-are 250 chunks), and the fastest of K = 4, 8, 12, 16, 32 measured on 2 Zen 5 cores
-(K = 16 ran at half speed; figures in bench/results/README.md). One compiled graph
-serves every M (dim 0 is dynamic), every T (the chunk's first step is a tensor) and
-every value of the settings (tensors too); a remainder of T % K steps runs the same
-function uncompiled.
+Two ways to cut a run into segments of 12 samples, by batch size B:
 
-Divergence (SPEC §4) is found once per chunk, not per step. A non-finite w or b
+- B divides 12 (1, 2, 3, 4, 6, 12): a segment is K = 12 / B whole steps,
+  :func:`fastneuron.reference.run_steps`. K = 12 at B = 1 is the fastest of
+  K = 4, 8, 12, 16, 32 measured on 2 Zen 5 cores (K = 16 ran at half speed; figures
+  in bench/results/README.md); every segment starts a Philox block.
+- any other B: a segment is 12 consecutive samples of the data stream,
+  :func:`fastneuron.reference.run_samples`, which applies the update where a step
+  ends (a select) and carries the gradient sums of an unfinished step to the next
+  segment. Unrolling whole steps instead made the compile time grow with B (a
+  12-step chunk at B = 4 took 198 s to compile, B >= 8 did not finish in minutes);
+  a fixed 12 samples compile in the time B = 1 does, for every B.
+
+One compiled graph serves every M (dim 0 is dynamic), every T (the segment's first
+step or sample is a tensor) and every value of the settings (tensors too); what is
+left over at the end of a call (fewer than 12 samples) runs the same functions
+uncompiled.
+
+Divergence (SPEC §4) is found once per call, not per step. A non-finite w or b
 never becomes finite again (``p + (-lr)*d`` of a non-finite p is non-finite), so a
-member that is non-finite after a chunk and was not before diverged inside it; the
-driver replays just those members eagerly from the chunk's start to find the step.
+member that is non-finite after a call and was not before diverged inside it; the
+stepper replays just those members eagerly from the call's start to find the step.
 """
 
 from __future__ import annotations
 
 import functools
-
-import torch
-
 from typing import Optional
 
+import torch
 from torch.utils import _pytree as pytree
 
-from fastneuron.reference import Constants, History, Members, State, StepConfig, keep_logged, run_steps
+from fastneuron.reference import (Constants, History, Members, State, StepConfig, keep_logged, run_samples,
+                                  run_steps)
 from fastneuron.rng import init_params
 
-#: Steps per compiled chunk (see the module docstring for the measurement).
+#: Samples per compiled call (see the module docstring for the measurement).
+SEGMENT_SAMPLES = 12
+#: Steps the engine asks for per call: 12 segments at B = 1, one progress update and
+#: checkpoint chance per B * 12 samples of every member.
 CHUNK_STEPS = 12
 
 #: Each step config (batch size, optimizer and its flags, problem), history or device is
@@ -46,26 +59,39 @@ def _values(state: State) -> list:
     return [state.weight, state.bias, *state.weight_state, *state.bias_state]
 
 
-def _chunk_fn(state: State, out: State, t0: torch.Tensor, members: Members, consts: Constants, *,
-              config: StepConfig, record: bool):
-    new, history = run_steps(state, t0, members, consts, nsteps=CHUNK_STEPS, config=config, record=record,
-                             track_divergence=False)
+def _whole_steps(config: StepConfig) -> int:
+    """Steps per segment when B divides 12, else 0 (segments cut by samples)."""
+    return SEGMENT_SAMPLES // config.batch_size if SEGMENT_SAMPLES % config.batch_size == 0 else 0
+
+
+def _segment_fn(state: State, partial, out: State, out_partial, first: torch.Tensor, members: Members,
+                consts: Constants, *, config: StepConfig, record: bool):
+    """One segment from step (whole steps) or sample ``first``, written into ``out``."""
+    k = _whole_steps(config)
+    if k:
+        new, history = run_steps(state, first, members, consts, nsteps=k, config=config, record=record,
+                                 track_divergence=False)
+    else:
+        new, new_partial, history = run_samples(state, partial, first, members, consts,
+                                                nsamples=SEGMENT_SAMPLES, config=config, record=record)
+        for dst, src in zip(out_partial, new_partial):
+            dst.copy_(src)
     # Written into the caller's buffers: fresh outputs every chunk cost about 10% (the
     # first touch of new pages).
     for dst, src in zip(_values(out), _values(new)):
         dst.copy_(src)
     # 0 while every w and b is finite, NaN otherwise (inf*0 and NaN*0 are NaN): one
-    # in-graph reduction a chunk instead of per-step tracking (isfinite, compare and an
-    # int64 select each step cost a third of the throughput). amax, not sum: a float sum
-    # over more than 4096 members makes Inductor guard on M and compile a second graph.
+    # in-graph reduction a segment instead of per-step tracking (isfinite, compare and
+    # an int64 select each step cost a third of the throughput). amax, not sum: a float
+    # sum over more than 4096 members makes Inductor guard on M and compile a second graph.
     probe = (new.weight * 0.0 + new.bias * 0.0).amax()
     return history, probe
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_chunk(config: StepConfig, record: bool, device_type: str):
-    """The compiled K-step chunk for this static config (compiled on first call)."""
-    fn = functools.partial(_chunk_fn, config=config, record=record)
+def compiled_segment(config: StepConfig, record: bool, device_type: str):
+    """The compiled segment for this static config (compiled on first call)."""
+    fn = functools.partial(_segment_fn, config=config, record=record)
     return torch.compile(fn, fullgraph=True, options=_options(device_type))
 
 
@@ -114,54 +140,112 @@ def mark_members_dynamic(*trees) -> None:
                 torch._dynamo.mark_dynamic(x, 0)
 
 
+def _probe(state: State) -> torch.Tensor:
+    """The segments' probe of an eager stretch: NaN when some w or b is not finite."""
+    return (state.weight * 0.0 + state.bias * 0.0).amax()
+
+
+def _keep_logged_samples(recorded, first: int, n: int, batch: int, history: Optional[History]) -> None:
+    """Copy into ``history`` the rows of ``recorded`` ((n, M), after each of samples
+    ``first .. first + n - 1``) that end a logged step."""
+    if history is None or recorded is None:
+        return
+    for i in range(n):
+        done = first + i + 1
+        if done % batch == 0 and (done // batch - 1) % history.log_every == 0:
+            row = (done // batch - 1) // history.log_every
+            history.weight[row] = recorded[0][i]
+            history.bias[row] = recorded[1][i]
+
+
 def _pick(tree, idx):
     """The members ``idx`` of every (M,) tensor in ``tree`` (0-dim tensors stay)."""
     return pytree.tree_map(lambda x: x[idx] if isinstance(x, torch.Tensor) and x.dim() == 1 else x, tree)
 
 
 class CompiledStepper:
-    """Runs chunks for one training run, alternating between two sets of state buffers.
+    """Runs the segments of one training run.
 
-    Each compiled chunk reads one set and writes the other, so the chunk's starting
-    state is still there when members that diverged in it must be replayed.
+    The state a call starts from stays untouched until the call ends (members that
+    diverge are replayed from it), so segments alternate between two more sets of
+    buffers (state and gradient sums); the sets are reused from call to call.
     """
 
     chunk_steps = CHUNK_STEPS
 
     def __init__(self) -> None:
-        self._spare: State | None = None
+        self._pool: list = []  # [(State, (gw, gb) or None)], buffers of the block's shape
 
     def init(self, members: Members, config: StepConfig):
         return compiled_init(members.s_lo, members.s_hi)
 
     def __call__(self, state: State, t0: int, members: Members, consts: Constants, *, nsteps: int,
                  config: StepConfig, history: Optional[History]) -> State:
-        """Run ``nsteps`` steps from ``t0``: compiled when ``nsteps == CHUNK_STEPS``.
+        """Run steps ``t0 .. t0 + nsteps - 1``: whole segments compiled, the rest eager.
 
         Members found diverged are parked at the problem's rest point (where every
         gradient is 0) with zeroed optimizer state, so that they stop setting off the
         probe; they are reported as NaN (final values, and history from
         ``diverged_at`` on) whatever they hold.
         """
-        start = torch.tensor(t0, dtype=torch.int64, device=state.weight.device)
-        if nsteps != CHUNK_STEPS:
-            state, recorded = run_steps(state, start, members, consts, nsteps=nsteps, config=config,
-                                        record=history is not None)
-            keep_logged(recorded, t0, nsteps, history)
-            return state
-        out = self._spare
-        if out is None or out.weight.shape != state.weight.shape:
-            out = pytree.tree_map(torch.empty_like, state)
-        out = out._replace(diverged_at=state.diverged_at)
-        mark_members_dynamic(state, out, members)
-        with torch._dynamo.config.patch(_DYNAMO_CONFIG):
-            recorded, probe = compiled_chunk(config, history is not None, start.device.type)(
-                state, out, start, members, consts)
-        keep_logged(recorded, t0, nsteps, history)
-        self._spare = state
-        if torch.isnan(probe):
-            out = self._replay_diverged(state, out, start, members, consts, nsteps, config)
-        return out
+        start, record = state, history is not None
+        spares = self._spares(state)
+        segment = compiled_segment(config, record, state.weight.device.type)
+        mark_members_dynamic(members)
+        probes = []
+
+        def compiled(cur: State, partial, first: int):
+            (out, out_partial), spares[:] = spares[0], spares[::-1]
+            out = out._replace(diverged_at=cur.diverged_at)
+            mark_members_dynamic(cur, out, partial, out_partial)
+            at = torch.tensor(first, dtype=torch.int64, device=cur.weight.device)
+            with torch._dynamo.config.patch(_DYNAMO_CONFIG):
+                recorded, probe = segment(cur, partial, out, out_partial, at, members, consts)
+            probes.append(probe)
+            return out, out_partial, recorded
+
+        k, batch = _whole_steps(config), config.batch_size
+        if k:  # segments of k whole steps
+            t, stop = t0, t0 + nsteps
+            while t < stop:
+                n = min(k, stop - t)
+                if n == k:
+                    state, _, recorded = compiled(state, (), t)
+                else:
+                    state, recorded = run_steps(state, torch.tensor(t), members, consts, nsteps=n, config=config,
+                                                record=record, track_divergence=False)
+                    probes.append(_probe(state))
+                keep_logged(recorded, t, n, history)
+                t += n
+        else:  # segments of 12 samples, steps ending anywhere in them
+            partial = (torch.full_like(state.weight, -0.0), torch.full_like(state.weight, -0.0))
+            i, stop = t0 * batch, (t0 + nsteps) * batch
+            while i < stop:
+                n = min(SEGMENT_SAMPLES, stop - i)
+                if n == SEGMENT_SAMPLES:
+                    state, partial, recorded = compiled(state, partial, i)
+                else:
+                    state, partial, recorded = run_samples(state, partial, torch.tensor(i), members, consts,
+                                                           nsamples=n, config=config, record=record)
+                    probes.append(_probe(state))
+                _keep_logged_samples(recorded, i, n, batch, history)
+                i += n
+        if any(bool(torch.isnan(p)) for p in probes):
+            state = self._replay_diverged(start, state, torch.tensor(t0), members, consts, nsteps, config)
+        return state
+
+    def _spares(self, state: State) -> list:
+        """Two buffer sets (state, gradient sums) of ``state``'s shape, neither holding
+        ``state`` itself; ``state`` joins the pool for the next call."""
+        like = state.weight
+        spares = []
+        for s, partial in self._pool:
+            if len(spares) < 2 and s.weight.shape == like.shape and s.weight is not like:
+                spares.append((s, partial if partial is not None else (torch.empty_like(like), torch.empty_like(like))))
+        while len(spares) < 2:
+            spares.append((pytree.tree_map(torch.empty_like, state), (torch.empty_like(like), torch.empty_like(like))))
+        self._pool = spares + [(state, None)]
+        return list(spares)
 
     @staticmethod
     def _replay_diverged(state: State, out: State, start, members: Members, consts: Constants, nsteps: int,
