@@ -145,42 +145,50 @@ def keep_logged(recorded, t: int, n: int, history: Optional[History]) -> None:
         history.bias[s // every] = recorded[1][s - t]
 
 
-def run_samples(state: State, partial, n0, members: Members, consts: Constants, *, nsamples: int,
+def sample_steps(first: int, nsamples: int, batch: int, device=None):
+    """For samples ``first .. first + nsamples - 1``: the step each belongs to (int64)
+    and whether it is that step's last sample (bool), as :func:`run_samples` takes them."""
+    n = torch.arange(first, first + nsamples, dtype=torch.int64, device=device)
+    return n // batch, (n + 1) % batch == 0
+
+
+def run_samples(state: State, partial, n0, steps, ends, members: Members, consts: Constants, *,
                 config: StepConfig, record: bool = False):
     """Samples ``n0 .. n0 + nsamples - 1`` of the data stream (``n0`` a 0-dim int64
     tensor, a multiple of 4), the same arithmetic as :func:`run_steps` bracketed by
-    samples instead of steps: where step boundaries fall is data (``n0``), not code, so
-    one traced function serves every batch size with a fixed number of samples.
+    samples instead of steps: where step boundaries fall is data, not code, so one
+    traced function serves every batch size with a fixed number of samples.
 
-    ``partial`` holds the gradient sums (gw, gb) of the step in progress; a step's sums
-    start at -0.0, the identity of float32 addition (``-0.0 + v`` is ``v`` for every v,
-    +0.0 and -0.0 included), so each sum equals :func:`accumulate`'s bit for bit. After
-    the sample that ends a step (``(n + 1) % B == 0``) each member takes
-    :func:`apply_update`'s values and its sums restart; elsewhere the computed update is
-    discarded by a select. Divergence is not tracked (see ``track_divergence`` in
-    :func:`run_steps`). Returns the new state, the new partial sums and, when
-    ``record``, the (nsamples, M) weights and biases after each sample (else None).
+    ``steps`` and ``ends`` ((nsamples,), from :func:`sample_steps`) give each sample's
+    step and whether it ends it; computed once on the host, not per member (an int64
+    modulo per sample and member cost a third of the throughput). ``partial`` holds
+    the gradient sums (gw, gb) of the step in progress; a step's sums start at -0.0,
+    the identity of float32 addition (``-0.0 + v`` is ``v`` for every v, +0.0 and -0.0
+    included), so each sum equals :func:`accumulate`'s bit for bit. After a step's last
+    sample each member takes :func:`apply_update`'s values and its sums restart;
+    elsewhere the computed update is discarded by a select. Divergence is not tracked
+    (see ``track_divergence`` in :func:`run_steps`). Returns the new state, the new
+    partial sums and, when ``record``, the (nsamples, M) weights and biases after each
+    sample (else None).
     """
-    batch = config.batch_size
     gw, gb = partial
     restart = torch.full_like(gw, -0.0)
     q0 = n0 // 4
     block = None
     ws, bs = [], []
-    for i in range(nsamples):
+    for i in range(steps.shape[0]):
         if i % 4 == 0:
             block = config.problem.draw(members.s_lo, members.s_hi, q0 + i // 4, consts.problem)
         gw, gb = accumulate(state.weight, state.bias, [block[i % 4]], gw, gb)
-        done = n0 + (i + 1)  # samples consumed, this one included
-        ends = done % batch == 0
-        new = apply_update(state, gw, gb, done // batch - 1, members, consts, config, track_divergence=False)
-        state = State(torch.where(ends, new.weight, state.weight), torch.where(ends, new.bias, state.bias),
-                      tuple(torch.where(ends, x, y) for x, y in zip(new.weight_state, state.weight_state)),
-                      tuple(torch.where(ends, x, y) for x, y in zip(new.bias_state, state.bias_state)),
+        end = ends[i]
+        new = apply_update(state, gw, gb, steps[i], members, consts, config, track_divergence=False)
+        state = State(torch.where(end, new.weight, state.weight), torch.where(end, new.bias, state.bias),
+                      tuple(torch.where(end, x, y) for x, y in zip(new.weight_state, state.weight_state)),
+                      tuple(torch.where(end, x, y) for x, y in zip(new.bias_state, state.bias_state)),
                       state.diverged_at)
-        gw, gb = torch.where(ends, restart, gw), torch.where(ends, restart, gb)
+        gw, gb = torch.where(end, restart, gw), torch.where(end, restart, gb)
         if record:
             ws.append(state.weight)
             bs.append(state.bias)
-    history = (torch.stack(ws), torch.stack(bs)) if record and nsamples else None
+    history = (torch.stack(ws), torch.stack(bs)) if record and ws else None
     return state, (gw, gb), history

@@ -39,7 +39,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from fastneuron.reference import (Constants, History, Members, State, StepConfig, keep_logged, run_samples,
-                                  run_steps)
+                                  run_steps, sample_steps)
 from fastneuron.rng import init_params
 
 #: Samples per compiled call (see the module docstring for the measurement).
@@ -64,16 +64,17 @@ def _whole_steps(config: StepConfig) -> int:
     return SEGMENT_SAMPLES // config.batch_size if SEGMENT_SAMPLES % config.batch_size == 0 else 0
 
 
-def _segment_fn(state: State, partial, out: State, out_partial, first: torch.Tensor, members: Members,
+def _segment_fn(state: State, partial, out: State, out_partial, first: torch.Tensor, where, members: Members,
                 consts: Constants, *, config: StepConfig, record: bool):
-    """One segment from step (whole steps) or sample ``first``, written into ``out``."""
+    """One segment from step (whole steps) or sample ``first``, written into ``out``;
+    ``where`` is :func:`~fastneuron.reference.sample_steps` of a segment of samples."""
     k = _whole_steps(config)
     if k:
         new, history = run_steps(state, first, members, consts, nsteps=k, config=config, record=record,
                                  track_divergence=False)
     else:
-        new, new_partial, history = run_samples(state, partial, first, members, consts,
-                                                nsamples=SEGMENT_SAMPLES, config=config, record=record)
+        new, new_partial, history = run_samples(state, partial, first, *where, members, consts, config=config,
+                                                record=record)
         for dst, src in zip(out_partial, new_partial):
             dst.copy_(src)
     # Written into the caller's buffers: fresh outputs every chunk cost about 10% (the
@@ -193,18 +194,20 @@ class CompiledStepper:
         segment = compiled_segment(config, record, state.weight.device.type)
         mark_members_dynamic(members)
         probes = []
+        k, batch = _whole_steps(config), config.batch_size
 
         def compiled(cur: State, partial, first: int):
             (out, out_partial), spares[:] = spares[0], spares[::-1]
             out = out._replace(diverged_at=cur.diverged_at)
             mark_members_dynamic(cur, out, partial, out_partial)
-            at = torch.tensor(first, dtype=torch.int64, device=cur.weight.device)
+            dev = cur.weight.device
+            at = torch.tensor(first, dtype=torch.int64, device=dev)
+            where = () if k else sample_steps(first, SEGMENT_SAMPLES, batch, dev)
             with torch._dynamo.config.patch(_DYNAMO_CONFIG):
-                recorded, probe = segment(cur, partial, out, out_partial, at, members, consts)
+                recorded, probe = segment(cur, partial, out, out_partial, at, where, members, consts)
             probes.append(probe)
             return out, out_partial, recorded
 
-        k, batch = _whole_steps(config), config.batch_size
         if k:  # segments of k whole steps
             t, stop = t0, t0 + nsteps
             while t < stop:
@@ -225,8 +228,9 @@ class CompiledStepper:
                 if n == SEGMENT_SAMPLES:
                     state, partial, recorded = compiled(state, partial, i)
                 else:
-                    state, partial, recorded = run_samples(state, partial, torch.tensor(i), members, consts,
-                                                           nsamples=n, config=config, record=record)
+                    state, partial, recorded = run_samples(state, partial, torch.tensor(i),
+                                                           *sample_steps(i, n, batch, state.weight.device),
+                                                           members, consts, config=config, record=record)
                     probes.append(_probe(state))
                 _keep_logged_samples(recorded, i, n, batch, history)
                 i += n
