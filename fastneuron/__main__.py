@@ -26,15 +26,16 @@ import numpy as np
 
 from .files import check_writable
 from .cli_values import (  # noqa: F401  (parse_seeds, parse_floats, product: used by tests)
-    CLIError, Seeds, count_floats, parse_floats, parse_seeds, product)
+    CLIError, Seeds, count_floats, parse_betas, parse_floats, parse_one_float, parse_seeds, product)
 
 PROG = "fastneuron"
 
 TRAIN_DESCRIPTION = """\
-Train one nn.Linear(1, 1) neuron per member by per-sample SGD on the mean squared
-error against the line a*x + c, with x ~ U[lo, hi) (SPEC.md). The members are the
-product seeds x lrs x momentum x weight-decay (seeds vary slowest, as fastneuron.grid);
-every other option is shared by the run. A summary goes to stdout, the progress bar
+Train one nn.Linear(1, 1) neuron per member by per-sample SGD (or Adam, AdamW, RMSprop:
+--optimizer) on the mean squared error against the line a*x + c, with x ~ U[lo, hi)
+(SPEC.md). The members are the product seeds x lrs x momentum x weight-decay (seeds vary
+slowest, as fastneuron.grid; momentum is an axis for sgd only); every other option is
+shared by the run. A summary goes to stdout, the progress bar
 to stderr."""
 
 TRAIN_EPILOG = """\
@@ -61,6 +62,10 @@ examples:
   # momentum and weight decay join the product; log (w, b) every 200 steps
   python -m fastneuron train --seeds 0:100 --lrs 0.01 --momentum 0,0.9 \\
       --weight-decay 0,1e-4 --log-every 200 --out mw.npz
+
+  # Adam (torch.optim.Adam, bit for bit) over 60 learning rates
+  python -m fastneuron train --seeds 0:100 --lrs 1e-4:1:60log --optimizer adam \
+      --betas 0.9,0.999 --eps 1e-8 --out adam.npz
 
   # 8 GPUs of one machine, one process each (see fastneuron.distributed for more)
   torchrun --standalone --nproc-per-node 8 -m fastneuron train --seeds 0:100000000 \\
@@ -110,17 +115,27 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
                    help="seeds: 0:1000, 0:1000:10, 1,2,3 (see below)")
     g.add_argument("--lrs", default="0.01", metavar="LRS",
                    help="learning rates: 0.01, 0.01,0.1, 1e-4:1e-1:60log, 0.01:0.1:10lin (default: 0.01)")
-    g.add_argument("--momentum", default="0", metavar="MU", help="momentum value(s) in [0, 1) (default: 0)")
-    g.add_argument("--weight-decay", default="0", metavar="WD", help="weight decay value(s) >= 0 (default: 0)")
+    g.add_argument("--momentum", default=None, metavar="MU",
+                   help="sgd: momentum value(s) in [0, 1) (default: 0); rmsprop: its one run-wide momentum >= 0")
+    g.add_argument("--weight-decay", default=None, metavar="WD",
+                   help="weight decay value(s) >= 0 (default: 0; adamw: 0.01, as torch.optim.AdamW)")
 
     g = tr.add_argument_group("run-wide settings")
     g.add_argument("--optimizer", default="sgd", metavar="NAME",
-                   help="the optimizer, as torch.optim's (default: sgd, with the options --momentum, "
-                   "--weight-decay, --dampening, --nesterov)")
+                   help="the optimizer, as torch.optim's: sgd (--momentum, --weight-decay, --dampening, "
+                   "--nesterov), adam and adamw (--weight-decay, --betas, --eps, --amsgrad), rmsprop "
+                   "(--weight-decay, --alpha, --eps, --momentum, --centered) (default: sgd; SPEC.md 3b, 3c)")
     g.add_argument("--steps", type=int, default=3000, metavar="T", help="SGD steps per member (default: 3000)")
     g.add_argument("--batch-size", type=int, default=1, metavar="B", help="samples per step (default: 1)")
-    g.add_argument("--dampening", type=float, default=0.0, metavar="TAU", help="SGD dampening in [0, 1) (default: 0)")
-    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs momentum > 0)")
+    g.add_argument("--dampening", type=float, default=None, metavar="TAU", help="SGD dampening in [0, 1) (default: 0)")
+    g.add_argument("--nesterov", action="store_true", default=None, help="SGD: Nesterov momentum (needs momentum > 0)")
+    g.add_argument("--betas", default=None, metavar="B1,B2", help="adam, adamw: beta1,beta2 in [0, 1) (default: "
+                   "0.9,0.999)")
+    g.add_argument("--eps", default=None, metavar="EPS", help="adam, adamw, rmsprop: eps >= 0 (default: 1e-8)")
+    g.add_argument("--amsgrad", action="store_true", default=None, help="adam, adamw: the AMSGrad variant")
+    g.add_argument("--alpha", default=None, metavar="ALPHA", help="rmsprop: smoothing constant in [0, 1) "
+                   "(default: 0.99)")
+    g.add_argument("--centered", action="store_true", default=None, help="rmsprop: the centered variant")
     g.add_argument("--a", type=float, default=2.0, help="target slope (default: 2)")
     g.add_argument("--c", type=float, default=1.0, help="target intercept (default: 1)")
     g.add_argument("--lo", type=float, default=1.0, help="x ~ U[lo, hi): lower end (default: 1)")
@@ -169,6 +184,43 @@ def _n_logged(steps, log_every) -> int:
     return -(-steps // log_every)
 
 
+#: The optimizers' flags besides --lrs and --weight-decay: flag -> (its argument, the optimizers
+#: that take it). A flag given to another optimizer is refused, naming both.
+_OPTIMIZER_FLAGS = {
+    "--momentum": ("momentum", ("sgd", "rmsprop")),
+    "--dampening": ("dampening", ("sgd",)),
+    "--nesterov": ("nesterov", ("sgd",)),
+    "--betas": ("betas", ("adam", "adamw")),
+    "--eps": ("eps", ("adam", "adamw", "rmsprop")),
+    "--amsgrad": ("amsgrad", ("adam", "adamw")),
+    "--alpha": ("alpha", ("rmsprop",)),
+    "--centered": ("centered", ("rmsprop",)),
+}
+_OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "rmsprop")
+
+
+def _optimizer_options(args) -> dict:
+    """The optimizer's options given on the command line, as train() takes them (SGD's
+    momentum is left out: it is an axis of the product)."""
+    options = {}
+    for flag, (name, takers) in _OPTIMIZER_FLAGS.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if args.optimizer in _OPTIMIZER_NAMES and args.optimizer not in takers:
+            raise CLIError(f"{flag} is an option of {' and '.join(takers)}, not of --optimizer {args.optimizer}")
+        if name == "momentum":
+            if args.optimizer == "rmsprop":  # run-wide for RMSprop
+                options[name] = parse_one_float(value, flag)
+        elif name == "betas":
+            options[name] = parse_betas(value, flag)
+        elif name in ("eps", "alpha"):
+            options[name] = parse_one_float(value, flag)
+        else:
+            options[name] = value
+    return options
+
+
 def _train(args) -> int:
     from . import progress
     from .engine import check_host_memory
@@ -176,8 +228,12 @@ def _train(args) -> int:
     # Count the members before anything of their size is built: a run that cannot fit
     # in memory is refused here, in a moment, not after minutes of building inputs.
     seeds = parse_seeds(args.seeds)
-    counts = [len(seeds), count_floats(args.lrs, "--lrs"), count_floats(args.momentum, "--momentum"),
-              count_floats(args.weight_decay, "--weight-decay")]
+    options = _optimizer_options(args)  # the optimizer's run-wide options; refuses flags of another optimizer
+    member_momentum = args.optimizer == "sgd"  # momentum is an axis of the product for SGD only
+    momentum_text = (args.momentum if args.momentum is not None else "0") if member_momentum else "0"
+    wd_text = args.weight_decay if args.weight_decay is not None else "0"
+    counts = [len(seeds), count_floats(args.lrs, "--lrs"), count_floats(momentum_text, "--momentum"),
+              count_floats(wd_text, "--weight-decay")]
     m = math.prod(counts)
     check_host_memory(m, _n_logged(args.steps, args.log_every))
 
@@ -188,9 +244,14 @@ def _train(args) -> int:
             _check_writable(option, path)
 
     lrs = parse_floats(args.lrs, "--lrs")
-    mus = parse_floats(args.momentum, "--momentum")
-    wds = parse_floats(args.weight_decay, "--weight-decay")
+    mus = parse_floats(momentum_text, "--momentum")
+    wds = parse_floats(wd_text, "--weight-decay")
+
     seeds_m, lrs_m, mus_m, wds_m = product(seeds.materialize(), lrs, mus, wds)
+    if member_momentum:
+        options["momentum"] = mus_m if len(mus) > 1 else float(mus[0])
+    if args.weight_decay is not None or args.optimizer != "adamw":  # adamw: torch's default 0.01 when not given
+        options["weight_decay"] = wds_m if len(wds) > 1 else float(wds[0])
 
     done_before = _steps_done(args.resume, len(seeds_m), args.steps) if args.resume else 0
     if args.resume and args.distributed:  # one checkpoint per rank (those this machine sees)
@@ -205,9 +266,7 @@ def _train(args) -> int:
         result = fastneuron.train(
             seeds_m, lrs_m, args.steps, optimizer=args.optimizer, batch_size=args.batch_size, log_every=args.log_every,
             backend=args.backend, device=args.device,
-            momentum=mus_m if len(mus) > 1 else float(mus[0]),
-            weight_decay=wds_m if len(wds) > 1 else float(wds[0]),
-            dampening=args.dampening, nesterov=args.nesterov, a=args.a, c=args.c, lo=args.lo, hi=args.hi,
+            **options, a=args.a, c=args.c, lo=args.lo, hi=args.hi,
             progress=not args.quiet, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
             resume=args.resume, member_block=args.member_block, distributed=args.distributed,
         )
@@ -322,7 +381,8 @@ _FLAGS = {"seeds": "--seeds", "lrs": "--lrs", "steps": "--steps", "batch_size": 
           "dampening": "--dampening", "nesterov": "--nesterov", "a": "--a", "c": "--c", "lo": "--lo", "hi": "--hi",
           "backend": "--backend", "device": "--device", "member_block": "--member-block",
           "checkpoint": "--checkpoint", "checkpoint_every": "--checkpoint-every", "resume": "--resume",
-          "optimizer": "--optimizer"}
+          "optimizer": "--optimizer", "betas": "--betas", "eps": "--eps", "amsgrad": "--amsgrad", "alpha": "--alpha",
+          "centered": "--centered"}
 
 
 def flag_names(message: str) -> str:
@@ -333,6 +393,7 @@ def flag_names(message: str) -> str:
     import re
 
     message = message.replace("nesterov=True", "--nesterov")
+    message = re.sub(r"\bbetas\[([01])\]", lambda mt: f"--betas item {int(mt.group(1)) + 1}", message)
     message = re.sub(r"(?<![\w-])(\w+_\w+)(?![\w-])", lambda mt: _FLAGS.get(mt.group(1), mt.group(1)), message)
     first = re.match(r"(\w+)(?=[ :=])", message)
     if first and first.group(1) in _FLAGS and not message.startswith(first.group(1) + " ="):

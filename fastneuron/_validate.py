@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -14,6 +16,23 @@ _U64 = 2**64
 #: far beyond any run, and small enough that counts derived from it (logged steps,
 #: neuron-steps) stay exact and never overflow a C integer.
 INT_MAX = 2**62
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Default and allowed range of a per-member option: ``[lo, hi)`` or ``(lo, hi)``
+    (an optimizer's ``MEMBER_OPTIONS``, checked by :func:`per_member`)."""
+
+    default: float
+    lo: float
+    lo_open: bool = False
+    hi: Optional[float] = None
+
+
+def distinct(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself, or its one value when it is a broadcast (stride 0) view: checks of
+    a shared option then cost nothing per member."""
+    return x[:1] if x.dim() == 1 and x.numel() and x.stride(0) == 0 else x
 
 
 def _is_int(v) -> bool:

@@ -45,6 +45,10 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
     :mod:`fastneuron.problems`); an unknown one is a ValueError. For
     ``optimizer="sgd"`` (``torch.optim.SGD``): ``momentum`` and ``weight_decay`` (a
     scalar or one value per member), ``dampening`` and ``nesterov`` (run-wide). For
+    ``"adam"`` and ``"adamw"`` (``torch.optim.Adam``/``AdamW``): ``weight_decay`` and
+    ``eps`` per member, ``betas=(beta1, beta2)`` and ``amsgrad`` run-wide; for
+    ``"rmsprop"``: ``alpha``, ``eps`` and ``weight_decay`` per member, ``momentum`` and
+    ``centered`` run-wide (SPEC §3c). For
     ``problem="linear"``: the target ``a*x + c`` with ``x ~ U[lo, hi)`` (``a=2, c=1,
     lo=1, hi=5``).
 

@@ -130,6 +130,21 @@ def _float_items(text: str, what: str) -> list:
     return parts
 
 
+def parse_betas(text: str, what: str = "--betas") -> tuple[float, float]:
+    """``0.9,0.999``: Adam's two run-wide betas (range checks are the API's)."""
+    items = text.split(",")
+    if len(items) != 2 or not all(i.strip() for i in items):
+        raise CLIError(f"{what}: expected two numbers B1,B2 (as 0.9,0.999), got {text!r}")
+    return _float(items[0], what), _float(items[1], what)
+
+
+def parse_one_float(text: str, what: str) -> float:
+    """A run-wide option's one value (``1e-8``)."""
+    if count_floats(text, what) != 1:
+        raise CLIError(f"{what}: {text!r} is a list; this option takes one value, shared by the run")
+    return float(parse_floats(text, what)[0])
+
+
 def product(seeds: np.ndarray, *axes: np.ndarray) -> tuple[np.ndarray, ...]:
     """The columns of ``fastneuron.grid(seeds, *axes)`` (first axis slowest), vectorized:
     ``grid`` builds Python lists, too slow for a hundred million members."""

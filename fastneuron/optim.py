@@ -12,7 +12,9 @@ An optimizer class says everything the rest of fastneuron needs to know about it
   flag named like a per-member option and False means no member uses the option:
   it is then not carried to the device at all);
 - :meth:`state_names`: the per-parameter state it keeps (e.g. the momentum buffer);
-- :meth:`constants`: run-wide values as 0-dim float32 tensors;
+- :meth:`constants`: run-wide values as 0-dim float32 tensors, given the device and
+  the run's ``steps``: values that depend on the step only (Adam's bias corrections) are
+  computed here, on the host, as tables indexed by the step (a device never calls ``pow``);
 - :meth:`update`: the reference update of one parameter at step ``t`` (a 0-dim int64
   tensor, counted from 0), one float32 op a line.
 
@@ -29,17 +31,8 @@ from typing import Any, ClassVar, NamedTuple, Optional, Protocol
 import numpy as np
 import torch
 
-from ._validate import check_float
-
-
-@dataclass(frozen=True)
-class Bound:
-    """Default and allowed range of a per-member option: ``[lo, hi)`` or ``(lo, hi)``."""
-
-    default: float
-    lo: float
-    lo_open: bool = False
-    hi: Optional[float] = None
+from ._validate import Bound, check_float, distinct  # noqa: F401  (Bound, distinct: the seam's names)
+from .optim_adam import Adam, AdamW, RMSprop
 
 
 class Optimizer(Protocol):
@@ -55,7 +48,7 @@ class Optimizer(Protocol):
 
     def state_names(self, flags) -> tuple[str, ...]: ...
 
-    def constants(self, device: torch.device) -> tuple: ...
+    def constants(self, device: torch.device, steps: int) -> tuple: ...
 
     @staticmethod
     def update(flags, p, d, state: tuple, t, neg_lr, options, consts) -> tuple: ...
@@ -117,7 +110,7 @@ class SGD:
     def state_names(self, flags: SGDFlags) -> tuple[str, ...]:
         return ("buf",) if flags.momentum else ()
 
-    def constants(self, device: torch.device) -> SGDConstants:
+    def constants(self, device: torch.device, steps: int) -> SGDConstants:
         return SGDConstants(torch.tensor(np.float32(1.0 - self.dampening), device=device))
 
     @staticmethod
@@ -137,14 +130,8 @@ class SGD:
         return p, state
 
 
-def distinct(x: torch.Tensor) -> torch.Tensor:
-    """``x`` itself, or its one value when it is a broadcast (stride 0) view: checks of
-    a shared option then cost nothing per member."""
-    return x[:1] if x.dim() == 1 and x.numel() and x.stride(0) == 0 else x
-
-
 #: Optimizers by name: what ``train(optimizer=...)`` accepts.
-OPTIMIZERS: dict[str, type] = {SGD.name: SGD}
+OPTIMIZERS: dict[str, type] = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSprop)}
 
 
 def register_optimizer(cls: type) -> type:

@@ -152,7 +152,7 @@ class RunSpec:
 
     # -- cutting ------------------------------------------------------------------
     def constants(self, device: torch.device) -> Constants:
-        return Constants(problem=self.problem.constants(device), optimizer=self.optimizer.constants(device),
+        return Constants(problem=self.problem.constants(device), optimizer=self.optimizer.constants(device, self.steps),
                          batch=torch.tensor(np.float32(self.batch_size), device=device))
 
     def block(self, start: int, stop: int, device: torch.device, pad: int = 0) -> Members:

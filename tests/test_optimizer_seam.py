@@ -49,7 +49,7 @@ class Signum:
     def state_names(self, flags: SignumFlags) -> tuple:
         return ("avg",) if flags.beta else ()
 
-    def constants(self, device) -> SignumConstants:
+    def constants(self, device, steps) -> SignumConstants:
         return SignumConstants()
 
     @staticmethod
