@@ -85,8 +85,9 @@ def test_fusion_is_caught(rows):
     assert rows["fused base"]["ffma_outside_division"] > 0
     assert rows["fused batch3"]["ffma_outside_division"] > 0
     # (The division FFMAs are found by following the divisor and its reciprocal through
-    # registers, a heuristic: with fusion on, ptxas' different allocation lets it claim a
-    # couple more, 114 against 112 with triton 3.9 and .maxnreg 64.)
+    # registers, a heuristic: with fusion on, ptxas' different allocation lets it claim
+    # more, 132 against 112 with triton 3.9 and .maxnreg 64, since a uniform divisor's
+    # copies count from its load on.)
     assert rows["fused batch3"]["ffma_division_kernel"] >= rows["batch3"]["ffma_division_kernel"] > 0
 
 
@@ -122,3 +123,94 @@ def test_cli_writes_header_and_json(rows, tmp_path, capsys):
     assert data["target"] == "GPUTarget('cuda', 90, 32)"
     assert [r["name"] for r in data["variants"]] == ["base"]
     assert "base" in text and f"{data['variants'][0]['instructions_per_neuron_step']:.2f}" in text
+
+
+# ------------------------------------------------------------------ the Adam kernel
+
+#: The Adam kernel's variants (triton_adam.adam_kernel: Adam, AdamW, RMSprop), and with
+#: fusion on the negative control.
+ADAM_FUSED = [("fused adam", {}), ("fused rmsprop all", {"OPTIMIZER": 2, "WEIGHT_DECAY": True, "CENTERED": True,
+                                                         "MOMENTUM": True})]
+#: Static SASS instructions per neuron-step, a regression guard at today's figures (triton
+#: 3.9: adam 122.75, rmsprop 99.0), not the issue's target. Issue 12 asks for Triton Adam
+#: <= 2.5x SGD's (base 33.1 -> 82.8); the kernel takes 3.71x (3.22x on the fast path, without
+#: the slow-path call blocks): each of the four IEEE operations of a neuron-step (two sqrt.rn,
+#: two div.rn, which SPEC §3c needs exactly) costs about 10 instructions on its fast path and
+#: a call block besides. See bench/results/sass-adam-2026-11-30.txt.
+ADAM_BUDGET = {"adam": 126, "rmsprop": 102}
+
+
+@pytest.fixture(scope="module")
+def adam_rows():
+    specs = [(cx, None, "adam") for cx in sass.ADAM_VARIANTS.values()] + [(cx, True, "adam") for _, cx in ADAM_FUSED]
+    compiled = sass.compile_variants(specs)
+    return {name: sass.analyze(v) for name, v in zip(list(sass.ADAM_VARIANTS) + [n for n, _ in ADAM_FUSED], compiled)}
+
+
+@pytest.mark.parametrize("name", list(sass.ADAM_VARIANTS))
+def test_adam_no_fma_outside_division_and_sqrt(adam_rows, name):
+    """SPEC §3c's float32 lines are separately rounded: the only FFMAs are those of IEEE
+    division and square root (tl.math.div_rn, sqrt_rn), and the only float64 fmas are the
+    four a step of the two Markstein corrections of lr / bc1 (none in RMSprop); no float64
+    division call."""
+    r = adam_rows[name]
+    assert r["ffma_outside_division"] == 0, f"{name}: {r['ffma_kernel']} FFMA, {r['ffma_division_kernel']} in div/sqrt"
+    steps = r["neuron_steps_per_iteration"]
+    assert r["dfma_loop"] == (0 if r["constexprs"]["OPTIMIZER"] == 2 else 4 * steps)
+    assert r["float64_division_calls"] == 0
+
+
+@pytest.mark.parametrize("name", list(sass.ADAM_VARIANTS))
+def test_adam_loop_has_no_local_memory_and_is_the_group_loop(adam_rows, name):
+    r = adam_rows[name]
+    assert r["local_memory_in_loop"] == 0 and r["n_spills"] == 0
+    assert r["divergence_checks_in_loop"] == 2 * r["neuron_steps_per_iteration"]
+    # two sqrt.rn and two div.rn a neuron-step, each with its slow path's call block (batch
+    # > 1: two more div.rn for the batch mean)
+    per_step = 4 + (2 if r["constexprs"]["BATCH"] > 1 else 0)
+    assert r["slow_path_calls_in_loop"] == per_step * r["neuron_steps_per_iteration"]
+    assert 0 < r["fast_path_instructions_per_neuron_step"] < r["instructions_per_neuron_step"]
+
+
+@pytest.mark.parametrize("name", list(sass.ADAM_VARIANTS))
+def test_adam_registers(adam_rows, name):
+    """Within 64 registers (triton_adam.MAX_REGISTERS) without spilling, 8 blocks per SM;
+    the slow paths' calls save registers on a small stack (no local memory in the loop)."""
+    r = adam_rows[name]
+    assert r["n_regs"] <= MAX_REGS and r["n_spills"] == 0 and r["stack_bytes"] <= 32
+    assert r["blocks_per_sm"] >= 8
+
+
+@pytest.mark.parametrize("name", list(ADAM_BUDGET))
+def test_adam_instruction_budget(adam_rows, rows, name):
+    r = adam_rows[name]
+    assert r["instructions_per_neuron_step"] <= ADAM_BUDGET[name]
+    assert r["instructions_per_neuron_step"] > 2 * rows["base"]["instructions_per_neuron_step"]  # (the loop found)
+
+
+def test_adam_fusion_is_caught(adam_rows):
+    for name, _ in ADAM_FUSED:
+        assert adam_rows[name]["ffma_outside_division"] > 0
+    assert adam_rows["fused adam"]["ffma_division_kernel"] >= adam_rows["adam"]["ffma_division_kernel"] > 0
+
+
+def test_adam_kernel_source_matches_the_module():
+    from fastneuron.kernels import triton_adam
+    ns = sass.kernel_namespace("adam")
+    for name in ("BLOCK_SIZE", "NUM_WARPS", "ENABLE_FP_FUSION", "MAX_UNROLLED_SAMPLES", "MAX_REGISTERS"):
+        assert ns[name] == getattr(triton_adam, name)
+    assert ns["PTX_PHILOX"]
+    assert ns["adam_kernel"].arg_names == triton_adam.adam_kernel.arg_names
+    # the report compiles with a value for every constexpr of the kernel, and only those
+    assert set(sass.launch_constexprs(kernel="adam")) == {p.name for p in ns["adam_kernel"].params if p.is_constexpr}
+
+
+def test_cli_reports_the_adam_kernel(adam_rows, tmp_path, capsys):
+    path = tmp_path / "sass.json"
+    assert sass.main(["--json", str(path), "--variant", "base", "--variant", "adam"]) == 0
+    text = capsys.readouterr().out
+    data = json.loads(path.read_text())
+    assert [r["name"] for r in data["variants"]] == ["base", "adam"]
+    assert [r["kernel"] for r in data["variants"]] == ["sgd", "adam"]
+    assert "triton_adam.py:adam_kernel" in data["kernel adam"] and "adam / SGD base:" in text
+    assert f"{adam_rows['adam']['instructions_per_neuron_step']:.2f}" in text

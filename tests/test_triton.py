@@ -369,7 +369,7 @@ def test_cuda_philox_path_emulated(monkeypatch, kwargs):
     """The CUDA path of ``_philox`` (PTX_PHILOX: each round's products from one inline-PTX
     mul.wide.u32), with that instruction emulated exactly, equals eager bit for bit: its
     rounds, key schedule and word order are tl.philox's (init and data streams)."""
-    from fastneuron.kernels import triton_sgd as K
+    from fastneuron.kernels import triton_common as K
     assert str(K.PHILOX_ROUND_A.value) in K.MUL_WIDE_A.value and str(K.PHILOX_ROUND_B.value) in K.MUL_WIDE_B.value
     monkeypatch.setattr(K, "PTX_PHILOX", tl.constexpr(True))
     monkeypatch.setattr(K, "_mul_wide", _mul_wide_emulated)

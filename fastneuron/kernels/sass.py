@@ -1,4 +1,14 @@
-"""Instruction budget of the Triton kernel for an H200, measured without a GPU.
+"""Instruction budget of the Triton kernels for an H200, measured without a GPU.
+
+Two kernels (:data:`KERNELS`): ``triton_sgd.sgd_kernel`` (its option sets in
+:data:`VARIANTS`) and ``triton_adam.adam_kernel`` (Adam, AdamW, RMSprop; :data:`ADAM_VARIANTS`),
+each compiled from its module's source after ``triton_common.py``'s (the shared Philox,
+sampling and history helpers). What follows says it for the SGD kernel; the Adam kernel is
+compiled and analyzed the same way, with two more figures: its IEEE square roots'
+FFMAs count with division's (MUFU.RSQ's radicand and result), and the float64 fmas
+(DFMA) of its exact ``lr / bc1`` are counted apart. ``fast_path_instructions_per_neuron_step``
+leaves out the call blocks of division's and square root's slow paths (argument moves,
+CALL, jump back), which run only for zero, denormal, inf, NaN or extreme operands.
 
 ``python -m fastneuron.kernels.sass [--json PATH]`` compiles ``triton_sgd.sgd_kernel``
 ahead of time for ``GPUTarget("cuda", 90, 32)`` (Triton builds sm_90a) with what
@@ -54,6 +64,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KERNEL_SOURCE = Path(__file__).with_name("triton_sgd.py")
+ADAM_SOURCE = Path(__file__).with_name("triton_adam.py")
+COMMON_SOURCE = Path(__file__).with_name("triton_common.py")  # the helpers both kernels call
 TARGET = ("cuda", 90, 32)
 SMS, SCHEDULERS, LANES, CLOCK_HZ = 132, 4, 32, 1.98e9  # H200 (SXM)
 REGS_PER_SM, MAX_THREADS_PER_SM, MAX_BLOCKS_PER_SM = 65536, 2048, 32
@@ -71,6 +83,48 @@ VARIANTS = {
     "batch3 all+history": {"BATCH": 3, "WEIGHT_DECAY": True, "MOMENTUM": True, "NESTEROV": True,
                            "HISTORY": True},
     "init": {"INIT": True},  # TritonStepper.init: a launch with nsteps = 0
+}
+
+#: The Adam kernel's option sets (``triton_adam.adam_kernel``; OPTIMIZER 0 Adam, 1 AdamW,
+#: 2 RMSprop; those not named as in ``launch_constexprs``). "adam" is the issue's base:
+#: Adam, batch 1, default betas (LERP_SMALL), no weight decay, no amsgrad.
+ADAM_VARIANTS = {
+    "adam": {},
+    "adam amsgrad": {"AMSGRAD": True},
+    "adam weight_decay": {"WEIGHT_DECAY": True},
+    "adam lerp_big": {"LERP_SMALL": False},
+    "adam all+history": {"WEIGHT_DECAY": True, "AMSGRAD": True, "HISTORY": True},
+    "adam batch3": {"BATCH": 3},
+    "adam batch3 all+history": {"BATCH": 3, "WEIGHT_DECAY": True, "AMSGRAD": True, "HISTORY": True},
+    "adamw": {"OPTIMIZER": 1, "WEIGHT_DECAY": True},
+    "adamw amsgrad+history": {"OPTIMIZER": 1, "WEIGHT_DECAY": True, "AMSGRAD": True, "HISTORY": True},
+    "rmsprop": {"OPTIMIZER": 2},
+    "rmsprop all+history": {"OPTIMIZER": 2, "WEIGHT_DECAY": True, "CENTERED": True, "MOMENTUM": True,
+                            "HISTORY": True},
+    "rmsprop batch3 all": {"OPTIMIZER": 2, "BATCH": 3, "WEIGHT_DECAY": True, "CENTERED": True, "MOMENTUM": True},
+}
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """A kernel the report compiles: its module's source, its ``@triton.jit`` function,
+    the pointer arguments that are not ``*fp32``, its option constexprs with the values
+    its launcher passes when an option is off, and its variants."""
+
+    source: Path
+    function: str
+    pointers: dict
+    options: dict
+    variants: dict
+
+
+KERNELS = {
+    "sgd": KernelInfo(KERNEL_SOURCE, "sgd_kernel", {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64"},
+                      dict(INIT=False, WEIGHT_DECAY=False, MOMENTUM=False, NESTEROV=False, HISTORY=False), VARIANTS),
+    "adam": KernelInfo(ADAM_SOURCE, "adam_kernel",
+                       {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64", "tab_ptr": "*fp64"},
+                       dict(OPTIMIZER=0, WEIGHT_DECAY=False, AMSGRAD=False, LERP_SMALL=True, CENTERED=False,
+                            MOMENTUM=False, HISTORY=False), ADAM_VARIANTS),
 }
 
 
@@ -102,13 +156,9 @@ def _no_interpreter():
             os.environ["TRITON_INTERPRET"] = saved
 
 
-@functools.lru_cache(maxsize=None)
-def kernel_namespace() -> dict:
-    """``triton_sgd.py``'s triton imports, constants and ``@triton.jit`` functions, run
-    with the interpreter off (the module itself may be interpreted, or not importable
-    without torch). Statements that need anything else (torch, the package) are skipped."""
-    import triton
-
+def _kept_statements(path: Path) -> list:
+    """The statements of ``path`` that build a kernel: its triton/math imports, its
+    constants and its ``@triton.jit`` functions (nothing that needs torch or the package)."""
     def wanted(node) -> bool:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
@@ -116,30 +166,46 @@ def kernel_namespace() -> dict:
         return isinstance(node, (ast.Assign, ast.AnnAssign)) or (
             isinstance(node, ast.FunctionDef) and any("jit" in ast.unparse(d) for d in node.decorator_list))
 
-    keep = [node for node in ast.parse(KERNEL_SOURCE.read_text(), str(KERNEL_SOURCE)).body if wanted(node)]
-    ns = {"__name__": "fastneuron.kernels._triton_sgd_aot", "__file__": str(KERNEL_SOURCE)}
-    flags = sum(getattr(__future__, a.name).compiler_flag for node in keep
-                if isinstance(node, ast.ImportFrom) and node.module == "__future__" for a in node.names)
+    return [node for node in ast.parse(path.read_text(), str(path)).body if wanted(node)]
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_namespace(kernel: str = "sgd") -> dict:
+    """The kernel module's source (``triton_sgd.py`` or ``triton_adam.py``, see
+    :data:`KERNELS`) after ``triton_common.py``'s: their triton imports, constants and
+    ``@triton.jit`` functions, run with the interpreter off (the modules themselves may be
+    interpreted, or not importable without torch). Statements that need anything else
+    (torch, the package) are skipped; the shared helpers the kernel module imports from
+    ``triton_common`` are defined by running that module's source first, in the same
+    namespace."""
+    import triton
+
+    info = KERNELS[kernel]
+    ns = {"__name__": f"fastneuron.kernels._{info.source.stem}_aot", "__file__": str(info.source)}
     with _no_interpreter():
-        for node in keep:  # one at a time, so that a constant that needs torch is skipped
-            code = compile(ast.Module(body=[node], type_ignores=[]), str(KERNEL_SOURCE), "exec",
-                           flags=flags, dont_inherit=True)
-            try:
-                exec(code, ns)
-            except NameError:
-                pass
-    if not isinstance(ns.get("sgd_kernel"), triton.runtime.JITFunction):
-        raise RuntimeError(f"no @triton.jit sgd_kernel in {KERNEL_SOURCE}")
+        for path in (COMMON_SOURCE, info.source):
+            keep = _kept_statements(path)
+            flags = sum(getattr(__future__, a.name).compiler_flag for node in keep
+                        if isinstance(node, ast.ImportFrom) and node.module == "__future__" for a in node.names)
+            for node in keep:  # one at a time, so that a constant that needs torch is skipped
+                code = compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec",
+                               flags=flags, dont_inherit=True)
+                try:
+                    exec(code, ns)
+                except NameError:
+                    pass
+    if not isinstance(ns.get(info.function), triton.runtime.JITFunction):
+        raise RuntimeError(f"no @triton.jit {info.function} in {info.source}")
     return ns
 
 
-def launch_constexprs(BATCH: int = 1, **flags) -> dict:
-    """The constexprs ``_launch`` passes for batch size BATCH and the given option flags."""
-    ns = kernel_namespace()
+def launch_constexprs(BATCH: int = 1, kernel: str = "sgd", **flags) -> dict:
+    """The constexprs ``_launch`` passes for batch size BATCH and the given option flags
+    (of ``kernel``, a key of :data:`KERNELS`)."""
+    ns = kernel_namespace(kernel)
     group = 4 // math.gcd(BATCH, 4)
     out = dict(BLOCK=ns["BLOCK_SIZE"], BATCH=BATCH, GROUP=group,
-               UNROLL=group * BATCH <= ns["MAX_UNROLLED_SAMPLES"], INIT=False, WEIGHT_DECAY=False,
-               MOMENTUM=False, NESTEROV=False, HISTORY=False)
+               UNROLL=group * BATCH <= ns["MAX_UNROLLED_SAMPLES"], **KERNELS[kernel].options)
     if set(flags) - set(out):
         raise ValueError(f"unknown constexprs {sorted(set(flags) - set(out))}")
     return {**out, **flags}
@@ -155,15 +221,16 @@ class CompiledVariant:
     n_spills: int  # LOCAL bytes / 4, as the CUDA driver reports to triton
     stack: int
     triton_version: str
+    kernel: str = "sgd"
 
 
-def _compile(items: tuple, fusion: bool) -> CompiledVariant:
+def _compile(items: tuple, fusion: bool, kernel: str = "sgd") -> CompiledVariant:
     import triton
     from triton.backends.compiler import GPUTarget
-    ns = kernel_namespace()
-    fn = ns["sgd_kernel"]
+    ns = kernel_namespace(kernel)
+    fn = ns[KERNELS[kernel].function]
     constexprs = dict(items)
-    ptrs = {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64"}
+    ptrs = KERNELS[kernel].pointers
     sig = {n: "constexpr" if n in constexprs else ptrs.get(n, "*fp32") if n.endswith("_ptr") else "i32"
            for n in fn.arg_names}
     # Torch's allocations are 16-byte aligned; t0, nsteps and log_every are do_not_specialize.
@@ -172,25 +239,25 @@ def _compile(items: tuple, fusion: bool) -> CompiledVariant:
     src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     opts = {"num_warps": ns["NUM_WARPS"], "enable_fp_fusion": fusion, "maxnreg": ns.get("MAX_REGISTERS")}
     with _no_interpreter():
-        kernel = triton.compile(src, target=GPUTarget(*TARGET), options=opts)
+        compiled = triton.compile(src, target=GPUTarget(*TARGET), options=opts)
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "k.cubin"
-        cubin.write_bytes(kernel.asm["cubin"])
+        cubin.write_bytes(compiled.asm["cubin"])
         sass = subprocess.run([str(_tool("nvdisasm")), "-c", str(cubin)], check=True,
                               capture_output=True, text=True).stdout
         res = subprocess.run([str(_tool("cuobjdump")), "-res-usage", str(cubin)], check=True,
                              capture_output=True, text=True).stdout
     usage = {k: int(v) for k, v in re.findall(r"(REG|LOCAL|STACK):(\d+)", res)}
     return CompiledVariant(constexprs, opts["num_warps"], opts["enable_fp_fusion"], sass, usage["REG"],
-                           usage["LOCAL"] // 4, usage["STACK"], triton.__version__)
+                           usage["LOCAL"] // 4, usage["STACK"], triton.__version__, kernel)
 
 
-_CACHE: dict = {}  # (constexpr items, fusion) -> CompiledVariant: compiling takes seconds
+_CACHE: dict = {}  # (constexpr items, fusion, kernel) -> CompiledVariant: compiling takes seconds
 _CHILD = """import dataclasses, importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("_fastneuron_sass", sys.argv[1])
 m = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(m)
-keys = [(tuple(map(tuple, items)), fusion) for items, fusion in json.loads(sys.stdin.read())]
+keys = [(tuple(map(tuple, items)), fusion, kernel) for items, fusion, kernel in json.loads(sys.stdin.read())]
 print(json.dumps([dataclasses.asdict(m._compile(*k)) for k in keys]))
 """
 
@@ -215,16 +282,18 @@ def _in_children(keys: list) -> list:
     done = {}
     for p, chunk, (out, err) in zip(procs, chunks, outs):
         if p.returncode:
-            raise RuntimeError(f"compiling sgd_kernel in a child process failed:\n{err}")
+            raise RuntimeError(f"compiling the kernels in a child process failed:\n{err}")
         done.update(zip(chunk, (CompiledVariant(**d) for d in json.loads(out))))
     return [done[k] for k in keys]
 
 
-def compile_variants(specs) -> list:
-    """CompiledVariants of ``specs``, pairs (constexprs, enable_fp_fusion or None for
-    ``triton_sgd.ENABLE_FP_FUSION``); cached within the process."""
-    fusion = kernel_namespace()["ENABLE_FP_FUSION"]
-    keys = [(tuple(sorted(launch_constexprs(**cx).items())), fusion if f is None else bool(f)) for cx, f in specs]
+def compile_variants(specs, kernel: str = "sgd") -> list:
+    """CompiledVariants of ``specs``, pairs (constexprs, enable_fp_fusion or None for the
+    kernel module's ENABLE_FP_FUSION), of ``kernel`` (a key of :data:`KERNELS`), or
+    triples (constexprs, enable_fp_fusion, kernel); cached within the process."""
+    specs = [tuple(sp) + (kernel,) if len(sp) == 2 else tuple(sp) for sp in specs]
+    keys = [(tuple(sorted(launch_constexprs(kernel=k, **cx).items())),
+             kernel_namespace(k)["ENABLE_FP_FUSION"] if f is None else bool(f), k) for cx, f, k in specs]
     missing = [k for k in dict.fromkeys(keys) if k not in _CACHE]
     if missing:
         _CACHE.update(zip(missing, _in_children(missing) if _triton_interpreted() else
@@ -232,10 +301,11 @@ def compile_variants(specs) -> list:
     return [_CACHE[k] for k in keys]
 
 
-def compile_variant(*, enable_fp_fusion: bool | None = None, **constexprs) -> CompiledVariant:
-    """Compile ``sgd_kernel`` for sm_90 with ``launch_constexprs(**constexprs)``, and
-    ``triton_sgd.ENABLE_FP_FUSION`` unless ``enable_fp_fusion`` is given (cached)."""
-    return compile_variants([(constexprs, enable_fp_fusion)])[0]
+def compile_variant(*, enable_fp_fusion: bool | None = None, kernel: str = "sgd", **constexprs) -> CompiledVariant:
+    """Compile ``kernel``'s function (``sgd_kernel`` by default) for sm_90 with
+    ``launch_constexprs(**constexprs)``, and its module's ENABLE_FP_FUSION unless
+    ``enable_fp_fusion`` is given (cached)."""
+    return compile_variants([(constexprs, enable_fp_fusion, kernel)])[0]
 
 
 _INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
@@ -262,20 +332,51 @@ def parse_sass(sass: str):
 
 
 def division_ffmas(instrs, labels) -> set:
-    """Addresses of the FFMAs that belong to IEEE division: those in called subroutines
-    (the slow path), and those reading the divisor or its reciprocal (MUFU.RCP's source
-    and result, and FFMAs of those two alone: the reciprocal's refinement)."""
+    """Addresses of the FFMAs that belong to IEEE division or square root: those in called
+    subroutines (the slow paths), and those reading the divisor or its reciprocal
+    (MUFU.RCP's source and result, and FFMAs of those two alone: the reciprocal's
+    refinement), or the radicand or its reciprocal square root (MUFU.RSQ's source and
+    result: ``sqrt.rn``'s correction ``s + (x - s*s)*(y/2)``)."""
     called = sorted(labels[t] for a, op, o in instrs if op.startswith("CALL") for t in _TARGET.findall(o))
     ends = [a for a, op, _ in instrs if op.startswith("RET")]
     in_sub = lambda a: any(s <= a <= min([e for e in ends if e >= s], default=s) for s in called)  # noqa: E731
-    marked, out = set(), set()
+    # A slow path's call set-up (argument and return-address moves between the branch that
+    # skips it and the CALL) runs on another path than the fast path laid out after it: it
+    # clears no mark (a copy of a marked register still marks its destination).
+    setup, label_at = set(), set(labels.values())
+    for i, (_, op, _) in enumerate(instrs):
+        if op.startswith("CALL"):
+            k = i - 1
+            while k >= 0 and i - k <= 4 and instrs[k][1].startswith(("MOV", "IMAD.MOV")) \
+                    and instrs[k + 1][0] not in label_at:
+                setup.add(instrs[k][0])
+                k -= 1
+    # A divisor in a uniform register (a loop-invariant one, as the batch size) may be
+    # copied to a register before the MUFU.RCP that marks it, in address order: it is
+    # marked from the start, its load included.
+    uniform = {r for _, op, o in instrs if op.startswith("MUFU.RCP") and not op.startswith("MUFU.RCP64H")
+               for r in re.findall(r"\bUR\d+\b", o)}
+    marked, rsq, out = set(uniform), set(), set()
     for addr, op, operands in instrs:  # in address order: a register keeps its mark until redefined
+        regs = re.findall(r"\bU?R\d+\b", operands)
+        if addr in setup:
+            if len(regs) > 1 and all(r in marked for r in regs[1:]):
+                marked.add(regs[0])  # a copy of the divisor: marks, as below
+            continue
         regs = re.findall(r"\bU?R\d+\b", operands)  # (with ptxas .maxnreg the divisor may sit in a UR)
         dst, srcs = (regs[0], regs[1:]) if regs else (None, [])
-        if op.startswith("MUFU.RCP"):
+        if op.startswith(("MUFU.RCP", "MUFU.RSQ")) and not op.startswith("MUFU.RCP64H"):
             marked |= {dst, *srcs}
+            if op.startswith("MUFU.RSQ"):
+                rsq.add(dst)
             continue
-        if op.startswith(("MOV", "IMAD.MOV", "UMOV")) and srcs and all(r in marked for r in srcs):
+        if op.startswith("FMUL") and any(r in rsq for r in srcs):
+            marked.add(dst)  # sqrt.rn's s = x*y and y/2 from the reciprocal square root y
+            rsq.add(dst)
+            continue
+        rsq.discard(dst)
+        is_move = op.startswith(("MOV", "IMAD.MOV", "UMOV")) or (op.startswith("IMAD.U32") and "RZ, RZ" in operands)
+        if is_move and srcs and all(r in marked for r in srcs):
             marked.add(dst)  # a copy of the divisor or its reciprocal
             continue
         if op.startswith("FFMA") and (in_sub(addr) or any(r in marked for r in srcs)):
@@ -283,12 +384,34 @@ def division_ffmas(instrs, labels) -> set:
             if srcs and all(r in marked or r == "RZ" for r in srcs):
                 marked.add(dst)
                 continue
-        if dst is not None and not op.startswith(("ST", "BRA", "ISETP", "FSETP", "FCHK")):
+        if dst is not None and dst not in uniform and not op.startswith(("ST", "BRA", "ISETP", "FSETP", "FCHK")):
             marked.discard(dst)
             if "WIDE" in op or "64" in op:  # a register pair
                 prefix, number = dst.split("R")
                 marked.discard(f"{prefix}R{int(number) + 1}")
     return out
+
+
+def slow_path_calls(body, labels) -> list:
+    """For each CALL in the loop (an IEEE division's or square root's slow path), the size
+    of its call block: from the instruction after the (predicated) branch that skips it to
+    the last one before the label where the code goes on (argument moves, the CALL, the
+    result's move or the jump over the fast path). Such a block runs only for the lanes
+    whose fast path cannot give the correctly rounded result (zero, denormals, inf, NaN,
+    extreme exponents)."""
+    label_at = set(labels.values())
+    sizes = []
+    for i, (_, op, _) in enumerate(body):
+        if not op.startswith("CALL"):
+            continue
+        lo = i
+        while lo > 0 and i - lo < 8 and body[lo][0] not in label_at and not body[lo - 1][1].startswith("BRA"):
+            lo -= 1
+        hi = i
+        while hi + 1 < len(body) and hi - i < 8 and body[hi + 1][0] not in label_at:
+            hi += 1
+        sizes.append(hi - lo + 1)
+    return sizes
 
 
 def find_loops(instrs, labels):
@@ -314,6 +437,7 @@ def analyze(variant: CompiledVariant) -> dict:
     per_thread = cx["BLOCK"] // threads
     steps = (cx["GROUP"] if cx["UNROLL"] else 1) * per_thread  # neuron-steps per thread per iteration
     by_op = collections.Counter(op.split(".")[0] for _, op, _ in body)
+    slow = slow_path_calls(body, labels)
     div_ffma = division_ffmas(instrs, labels)
     ffma = [a for a, op, _ in instrs if op.startswith("FFMA")]
     loop_ffma = [a for a in ffma if start <= a <= end]
@@ -334,6 +458,11 @@ def analyze(variant: CompiledVariant) -> dict:
         "ffma_division_kernel": len(div_ffma), "ffma_division_loop": sum(1 for a in loop_ffma if a in div_ffma),
         "ffma_outside_division": sum(1 for a in ffma if a not in div_ffma),
         "local_memory_in_loop": sum(1 for _, op, _ in body if op.startswith(("LDL", "STL"))),
+        "dfma_kernel": sum(1 for _, op, _ in instrs if op.startswith("DFMA")),
+        "dfma_loop": sum(1 for _, op, _ in body if op.startswith("DFMA")),
+        "float64_division_calls": sum(1 for _, op, o in instrs if op.startswith("CALL") and "div_rn_f64" in o),
+        "slow_path_calls_in_loop": len(slow),
+        "fast_path_instructions_per_neuron_step": (len(body) - sum(slow)) / steps,
         "blocks_per_sm": blocks, "occupancy": blocks * threads / MAX_THREADS_PER_SM,
         "issue_bound_neuron_steps_per_s": issue_bound(per_step),
     }
@@ -353,22 +482,45 @@ def _output(*cmd) -> str:
         return "unknown"
 
 
-def header() -> dict:
-    """Date, triton and ptxas versions, target and commit of a report."""
+def header(kernels=("sgd",)) -> dict:
+    """Date, triton and ptxas versions, target and commit of a report on ``kernels`` (keys
+    of :data:`KERNELS`), with each kernel's source and its hash."""
     import triton
-    return {"date": datetime.date.today().isoformat(), "triton": triton.__version__,
+    sources = [COMMON_SOURCE] + [KERNELS[k].source for k in kernels]
+    modified = [p.name for p in sources if _output("git", "status", "--porcelain", p.name)]
+    head = {"date": datetime.date.today().isoformat(), "triton": triton.__version__,
             "ptxas": " ".join(re.findall(r"release \S+ V\S+", _output(str(_tool("ptxas")), "--version"))),
             "target": "GPUTarget(%r, %d, %d)" % TARGET, "commit": _output("git", "rev-parse", "--short", "HEAD")
-            + (" (triton_sgd.py modified)" if _output("git", "status", "--porcelain", KERNEL_SOURCE.name) else ""),
-            "kernel": f"fastneuron/kernels/{KERNEL_SOURCE.name}:sgd_kernel, source sha256 "
-            + hashlib.sha256(KERNEL_SOURCE.read_bytes()).hexdigest()[:12]}
+            + (f" ({', '.join(modified)} modified)" if modified else "")}
+    for k in kernels:
+        info = KERNELS[k]
+        head["kernel" if k == "sgd" else f"kernel {k}"] = (
+            f"fastneuron/kernels/{info.source.name}:{info.function}, source sha256 "
+            + hashlib.sha256(info.source.read_bytes() + COMMON_SOURCE.read_bytes()).hexdigest()[:12]
+            + f" (with {COMMON_SOURCE.name})")
+    return head
+
+
+def kernel_of(name: str) -> str:
+    """The kernel (a key of :data:`KERNELS`) whose variants include ``name``."""
+    return next(k for k, info in KERNELS.items() if name in info.variants)
 
 
 def report(variants=None) -> list:
-    """One row (``analyze``'s dict with a ``name``) per variant, VARIANTS by default."""
-    variants = VARIANTS if variants is None else variants
-    compiled = compile_variants([(cx, None) for cx in variants.values()])
-    return [{"name": name, **analyze(v)} for name, v in zip(variants, compiled)]
+    """One row (``analyze``'s dict with a ``name`` and its ``kernel``) per variant: a dict
+    name -> constexprs of one kernel's variants, or a list of names of any kernel's;
+    by default every variant of every kernel (SGD's, then Adam's)."""
+    if variants is None:
+        variants = [n for info in KERNELS.values() for n in info.variants]
+    if isinstance(variants, dict):
+        kernel = next((k for k, info in KERNELS.items() if all(n in info.variants for n in variants)), "sgd")
+        specs = [(cx, None, kernel) for cx in variants.values()]
+        names = list(variants)
+    else:
+        names = list(variants)
+        specs = [(KERNELS[kernel_of(n)].variants[n], None, kernel_of(n)) for n in names]
+    compiled = compile_variants(specs)
+    return [{"name": name, "kernel": k, **analyze(v)} for name, (_, _, k), v in zip(names, specs, compiled)]
 
 
 _CLASSES = {"FMUL": "FMUL/FADD", "FADD": "FMUL/FADD", "IMAD": "IMAD", "LOP3": "LOP3", "SEL": "SEL", "FSEL": "SEL",
@@ -379,41 +531,55 @@ _COLUMNS = ["FMUL/FADD", "IMAD", "LOP3", "SEL", "FSETP", "ISETP", "IADD3", "unif
 def format_report(rows, head: dict | None = None) -> str:
     """The rows as a text table, then each variant's loop and opcodes (after ``head``'s lines)."""
     lines = [f"# {k}: {v}" for k, v in (head or {}).items()]
-    lines.append(f"{'variant':<19} {'instr/step':>10} " + " ".join(f"{c:>9}" for c in _COLUMNS)
-                 + f" {'regs':>4} {'spill':>5} {'blk/SM':>6} {'FFMA(div)':>10} {'loopFFMA(div)':>13} {'LDL/STL':>7}"
-                 + f" {'est. steps/s':>12}")
+    lines.append(f"{'variant':<24} {'instr/step':>10} {'fast/step':>9} " + " ".join(f"{c:>9}" for c in _COLUMNS)
+                 + f" {'regs':>4} {'spill':>5} {'blk/SM':>6} {'FFMA(div)':>10} {'loopFFMA(div)':>13} {'DFMA':>4}"
+                 + f" {'LDL/STL':>7} {'est. steps/s':>12}")
     for r in rows:
         c = collections.Counter()
         for op, n in r["per_neuron_step_by_opcode"].items():
             c[_CLASSES.get(op, "uniform" if op.startswith("U") else "other")] += n
-        lines.append(f"{r['name']:<19} {r['instructions_per_neuron_step']:>10.2f} "
+        lines.append(f"{r['name']:<24} {r['instructions_per_neuron_step']:>10.2f}"
+                     f" {r['fast_path_instructions_per_neuron_step']:>9.2f} "
                      + " ".join(f"{c[k]:>9.2f}" for k in _COLUMNS)
                      + f" {r['n_regs']:>4} {r['n_spills']:>5} {r['blocks_per_sm']:>6}"
                      + f" {r['ffma_kernel']:>5}({r['ffma_division_kernel']:>3})"
-                     + f" {r['ffma_loop']:>8}({r['ffma_division_loop']:>3}) {r['local_memory_in_loop']:>7}"
-                     + f" {r['issue_bound_neuron_steps_per_s']:>12.3e}")
+                     + f" {r['ffma_loop']:>8}({r['ffma_division_loop']:>3}) {r['dfma_kernel']:>4}"
+                     + f" {r['local_memory_in_loop']:>7} {r['issue_bound_neuron_steps_per_s']:>12.3e}")
     lines.append("\ninstr/step and the class columns: SASS instructions per neuron-step in the main loop "
-                 "(static count / neuron-steps per thread per iteration); blk/SM: blocks of 128 threads per SM "
-                 "that the registers allow; FFMA(div): FFMAs in the kernel (of them, IEEE division's); "
-                 "est.: issue-bound H200, 132*4*32*1.98e9/instr.\n")
+                 "(static count / neuron-steps per thread per iteration); fast/step: the same without the "
+                 "call blocks of IEEE division's and square root's slow paths (taken only for zero, denormal, "
+                 "inf, NaN or extreme operands); blk/SM: blocks of 128 threads per SM "
+                 "that the registers allow; FFMA(div): FFMAs in the kernel (of them, IEEE division's and "
+                 "square root's); DFMA: float64 fmas in the kernel (the Adam kernel's: Markstein's corrections of "
+                 "lr / bc1, four a step); est.: issue-bound H200, 132*4*32*1.98e9/instr.\n")
+    by_name = {r["name"]: r for r in rows}
+    if "base" in by_name and any(r.get("kernel") == "adam" for r in rows):
+        base = by_name["base"]["instructions_per_neuron_step"]
+        for r in rows:
+            if r.get("kernel") == "adam":
+                lines.append(f"{r['name']} / SGD base: {r['instructions_per_neuron_step'] / base:.2f}x static, "
+                             f"{r['fast_path_instructions_per_neuron_step'] / base:.2f}x fast path")
+        lines.append("")
     for r in rows:
         ops = ", ".join(f"{k} {v:.2f}" for k, v in r["per_neuron_step_by_opcode"].items())
         lines.append(f"{r['name']}: loop {r['loop_range'][0]}-{r['loop_range'][1]}, {r['loop_instructions']} "
                      f"instructions for {r['neuron_steps_per_iteration']} neuron-steps per thread "
-                     f"({r['divergence_checks_in_loop']} divergence checks); per neuron-step: {ops}")
+                     f"({r['divergence_checks_in_loop']} divergence checks, {r['slow_path_calls_in_loop']} "
+                     f"slow-path calls); per neuron-step: {ops}")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastneuron.kernels.sass", description=__doc__.split("\n")[0])
     p.add_argument("--json", metavar="PATH", help="also write the header and rows as JSON")
-    p.add_argument("--variant", action="append", choices=list(VARIANTS), help="only these (repeatable)")
+    p.add_argument("--variant", action="append", choices=[n for info in KERNELS.values() for n in info.variants],
+                   help="only these (repeatable; default: every variant of the SGD and the Adam kernel)")
     args = p.parse_args(argv)
     if not tools_available():
         print("sass: needs triton with its nvidia tools (ptxas, cuobjdump, nvdisasm)", file=sys.stderr)
         return 2
-    chosen = {k: VARIANTS[k] for k in args.variant} if args.variant else None
-    rows, head = report(chosen), header()
+    rows = report(args.variant)
+    head = header(tuple(dict.fromkeys(r["kernel"] for r in rows)))
     sys.stdout.write(format_report(rows, head))
     if args.json:
         Path(args.json).write_text(json.dumps({**head, "variants": rows}, indent=1) + "\n")

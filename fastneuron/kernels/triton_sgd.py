@@ -14,7 +14,9 @@ a sample index ``n = t*B`` that is a multiple of 4, at the start of a Philox blo
 with the state updated in place between launches, so that it can show progress,
 checkpoint and resume between chunks. It has kernels for the SGD optimizer
 (:class:`fastneuron.optim.SGD`, its flags as constexprs) on the linear problem
-(:class:`fastneuron.problems.LinearTarget`).
+(:class:`fastneuron.problems.LinearTarget`), and hands Adam, AdamW and RMSprop to
+:mod:`.triton_adam`'s kernel. Philox, the samples, the gradient and the history writes
+are :mod:`.triton_common`'s, shared by both kernels.
 
 Bit-exactness: every float op is a separately rounded float32 op, as in
 :mod:`fastneuron.reference`. The kernel is compiled with ``enable_fp_fusion=False``
@@ -41,6 +43,14 @@ from fastneuron._validate import check_int
 from fastneuron.optim import SGD, SGDFlags
 from fastneuron.problems import LinearTarget
 from fastneuron.reference import Constants, History, Members, State, StepConfig
+
+from fastneuron.kernels import triton_adam
+
+# Shared with triton_adam.py: Philox and the data stream, the gradient, history writes,
+# input checks (the names stay importable from here).
+from fastneuron.kernels.triton_common import (  # noqa: F401
+    FLT_MAX, MUL_WIDE_A, MUL_WIDE_B, PHILOX_KEY_A, PHILOX_KEY_B, PHILOX_ROUND_A, PHILOX_ROUND_B, PTX_PHILOX,
+    _check_history, _check_tensor, _data_block, _draw, _grad, _log, _mul_wide, _philox)
 
 #: Steps per launch: a multiple of 4 (see the module docstring). Long enough that launch
 #: overhead (~10 us) is nothing against a chunk's work, short enough for the progress
@@ -75,95 +85,12 @@ INTERPRET_BLOCK_SIZE = 1024
 #: the kernel) are unrolled at compile time; longer batches run a loop over samples.
 MAX_UNROLLED_SAMPLES = 32
 
-#: The largest finite float32: |p| <= FLT_MAX is False for inf and NaN.
-FLT_MAX = tl.constexpr(3.4028234663852886e38)
-
 #: The run-wide constants, in the order the kernel reads them from ``prob_ptr``.
 _CONSTANT_NAMES = ("a", "c", "lo", "span", "batch", "one_minus_dampening")
 
 
-#: Philox's 32x32->64-bit products as one ``mul.wide.u32`` (inline PTX) on CUDA, where
-#: ``tl.philox``'s separate ``mul.hi``/``mul.lo`` cost two IMADs; the interpreter cannot
-#: run inline PTX, so under ``TRITON_INTERPRET=1`` the kernel calls ``tl.philox`` itself.
-PTX_PHILOX = tl.constexpr(not triton.knobs.runtime.interpret)
-
-#: Philox4x32's round multipliers and key increments (as ``tl.philox``).
-PHILOX_ROUND_A = tl.constexpr(0xD2511F53)
-PHILOX_ROUND_B = tl.constexpr(0xCD9E8D57)
-PHILOX_KEY_A = tl.constexpr(0x9E3779B9)
-PHILOX_KEY_B = tl.constexpr(0xBB67AE85)
-#: ``mul.wide.u32`` by each round multiplier: $0 = high word, $1 = low word, $2 = the factor.
-MUL_WIDE_A = tl.constexpr("{ .reg .b64 p; mul.wide.u32 p, $2, %d; mov.b64 {$1, $0}, p; }" % PHILOX_ROUND_A.value)
-MUL_WIDE_B = tl.constexpr("{ .reg .b64 p; mul.wide.u32 p, $2, %d; mov.b64 {$1, $0}, p; }" % PHILOX_ROUND_B.value)
-
-
 def _interpreting() -> bool:
     return not isinstance(sgd_kernel, triton.runtime.JITFunction)
-
-
-@triton.jit
-def _mul_wide(a, M: tl.constexpr, ASM: tl.constexpr):
-    """(hi, lo) 32-bit words of the 64-bit product ``a * M`` (``a`` uint32) by ``ASM``,
-    the ``mul.wide.u32`` by M (:data:`MUL_WIDE_A` for PHILOX_ROUND_A, :data:`MUL_WIDE_B`
-    for PHILOX_ROUND_B): exact integer arithmetic, the words of ``umulhi`` and ``*``."""
-    return tl.inline_asm_elementwise(ASM, "=r,=r,r", [a], dtype=(tl.uint32, tl.uint32), is_pure=True, pack=1)
-
-
-@triton.jit
-def _philox(k0: tl.constexpr, k1: tl.constexpr, c0, c1, c2, c3):
-    """Philox4x32-10 of counter (c0..c3) (uint32) under the constant key (k0, k1): the
-    same words as ``tl.philox(k0 + (k1 << 32), c0, c1, c2, c3)``, with each round's two
-    products from one ``mul.wide.u32`` on CUDA (see :data:`PTX_PHILOX`)."""
-    if PTX_PHILOX:
-        key0 = tl.full(c0.shape, k0, tl.uint32)
-        key1 = tl.full(c0.shape, k1, tl.uint32)
-        for _ in tl.static_range(10):
-            hi_b, lo_b = _mul_wide(c2, PHILOX_ROUND_B, MUL_WIDE_B)
-            hi_a, lo_a = _mul_wide(c0, PHILOX_ROUND_A, MUL_WIDE_A)
-            c0 = hi_b ^ c1 ^ key0
-            c2 = hi_a ^ c3 ^ key1
-            c1 = lo_b
-            c3 = lo_a
-            key0 = key0 + PHILOX_KEY_A
-            key1 = key1 + PHILOX_KEY_B
-    else:
-        c0, c1, c2, c3 = tl.philox(k0 + (k1 << 32), c0, c1, c2, c3)
-    return c0, c1, c2, c3
-
-
-@triton.jit
-def _data_block(q, s_lo, s_hi, lo, span):
-    """Samples 4q .. 4q+3 of each member's data stream (SPEC §2): key (0, 0), counter
-    (q & 0xFFFFFFFF, q >> 32, s_lo, s_hi). ``q`` is an int64 scalar; s_lo/s_hi uint32."""
-    q = tl.cast(q, tl.int64)
-    c0 = (q & 0xFFFFFFFF).to(tl.uint32)
-    c1 = (q >> 32).to(tl.uint32)
-    r0, r1, r2, r3 = _philox(0, 0, c0, c1, s_lo, s_hi)
-    x0 = lo + span * tl.uint_to_uniform_float(r0)
-    x1 = lo + span * tl.uint_to_uniform_float(r1)
-    x2 = lo + span * tl.uint_to_uniform_float(r2)
-    x3 = lo + span * tl.uint_to_uniform_float(r3)
-    return x0, x1, x2, x3
-
-
-@triton.jit
-def _draw(n, x0, x1, x2, x3, s_lo, s_hi, lo, span):
-    """Sample ``n`` (int64 scalar) with the block of four it belongs to: the block is
-    drawn afresh when ``n % 4 == 0``, else (x0..x3) hold it already."""
-    r = n % 4
-    if r == 0:
-        x0, x1, x2, x3 = _data_block(n // 4, s_lo, s_hi, lo, span)
-    x = tl.where(r == 0, x0, tl.where(r == 1, x1, tl.where(r == 2, x2, x3)))
-    return x, x0, x1, x2, x3
-
-
-@triton.jit
-def _grad(w, b, x, a, c):
-    """(g*x, g) of one sample, g = 2*(w*x + b - (a*x + c)), each op rounded (SPEC §3)."""
-    y = w * x + b
-    target = a * x + c
-    g = 2.0 * (y - target)
-    return g * x, g
 
 
 @triton.jit
@@ -201,18 +128,6 @@ def _finish_step(t, gw, gb, w, b, vw, vb, n_bad, neg_lr, mu, wd, undamped, batch
     finite = (tl.abs(w) <= FLT_MAX) & (tl.abs(b) <= FLT_MAX)
     n_bad = n_bad + tl.where(finite, 0, 1)
     return w, b, vw, vb, n_bad
-
-
-@triton.jit
-def _log(t, w, b, next_log, row, hist_w_ptr, hist_b_ptr, n_members, offs, mask, log_every):
-    """Write (w, b) to history row ``row`` when ``t`` is the next logged step."""
-    if t == next_log:
-        at = row * n_members + offs  # int64: row * M can pass 2**31
-        tl.store(hist_w_ptr + at, w, mask=mask)
-        tl.store(hist_b_ptr + at, b, mask=mask)
-        next_log += log_every
-        row += 1
-    return next_log, row
 
 
 @triton.jit(do_not_specialize=["t0", "nsteps", "log_every"])
@@ -420,7 +335,11 @@ class TritonStepper:
 
     def __call__(self, state: State, t0: int, members: Members, consts: Constants, *, nsteps: int,
                  config: StepConfig, history: Optional[History] = None) -> State:
-        """Steps ``t0 .. t0 + nsteps - 1`` (``t0``: int or 0-dim tensor, ``t0*B % 4 == 0``)."""
+        """Steps ``t0 .. t0 + nsteps - 1`` (``t0``: int or 0-dim tensor, ``t0*B % 4 == 0``).
+        Adam, AdamW and RMSprop run :mod:`.triton_adam`'s kernel (by ``config.optimizer.name``)."""
+        if getattr(config.optimizer, "name", None) in triton_adam.OPTIMIZER_CODES:
+            return triton_adam.step(state, t0, members, consts, nsteps=nsteps, config=config, history=history,
+                                    block_size=self.block_size)
         flags, batch = _check_config(config)
         s_lo = _check_members(members, flags)
         m, dev = s_lo.numel(), s_lo.device
@@ -443,17 +362,6 @@ class TritonStepper:
         _launch(members, constants, flags, batch, (state.weight, state.bias, vw, vb, state.diverged_at), t0,
                 nsteps, history, init=False, block_size=self.block_size)
         return state
-
-
-def _check_tensor(name: str, x, dtype: torch.dtype, shape: tuple, device: torch.device) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype != dtype:
-        raise ValueError(f"{name} must be {dtype}, got {x.dtype}")
-    if tuple(x.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
-    if x.device != device:
-        raise ValueError(f"{name} is on {x.device} but members.s_lo is on {device}: all tensors must share a device")
 
 
 def _check_config(config: StepConfig) -> tuple[SGDFlags, int]:
@@ -504,21 +412,3 @@ def _check_constants(consts: Constants, device: torch.device) -> torch.Tensor:
     for name in _CONSTANT_NAMES:
         _check_tensor(f"consts.{name}", values[name], torch.float32, (), device)
     return torch.stack([values[name] for name in _CONSTANT_NAMES])
-
-
-def _check_history(history: History, last_step: int, m: int, device: torch.device) -> None:
-    """Check the history: float32 (L, M), contiguous, with a row for every logged step up
-    to ``last_step`` (the kernel writes row ``t // log_every``)."""
-    check_int("history.log_every", history.log_every, 1)
-    for name in ("weight", "bias"):
-        if getattr(history, name) is None:
-            raise ValueError(f"history.{name} is None: pass both rows or no history")
-    rows = history.weight.shape[0] if history.weight.dim() == 2 else -1
-    for name in ("weight", "bias"):
-        h = getattr(history, name)
-        _check_tensor(f"history.{name}", h, torch.float32, (rows, m), device)
-        if not h.is_contiguous():
-            raise ValueError(f"history.{name} must be contiguous")
-    if last_step >= 0 and last_step // history.log_every >= rows:
-        raise ValueError(f"history.weight has {rows} rows, but step {last_step} is logged in row "
-                         f"{last_step // history.log_every}")

@@ -1,0 +1,175 @@
+"""What the Triton kernels share: Philox4x32-10 and the data stream (SPEC §2), the
+linear problem's gradient (SPEC §3), the history writes, and the launchers' input checks.
+
+``triton_sgd.sgd_kernel`` and ``triton_adam.adam_kernel`` call these ``@triton.jit``
+helpers; Triton inlines them, so a kernel compiles as if they were written in its own
+module. ``fastneuron.kernels.sass`` compiles this module's source together with each
+kernel's (its triton imports, constants and ``@triton.jit`` functions).
+
+Under ``TRITON_INTERPRET=1`` (set before import) the helpers run on CPU tensors, as the
+kernels do; :data:`PTX_PHILOX` is then False and ``_philox`` calls ``tl.philox`` itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import triton
+import triton.language as tl
+
+from fastneuron._validate import check_int
+
+if TYPE_CHECKING:
+    from fastneuron.reference import History
+
+#: The largest finite float32: |p| <= FLT_MAX is False for inf and NaN.
+FLT_MAX = tl.constexpr(3.4028234663852886e38)
+
+#: Philox's 32x32->64-bit products as one ``mul.wide.u32`` (inline PTX) on CUDA, where
+#: ``tl.philox``'s separate ``mul.hi``/``mul.lo`` cost two IMADs; the interpreter cannot
+#: run inline PTX, so under ``TRITON_INTERPRET=1`` the kernel calls ``tl.philox`` itself.
+PTX_PHILOX = tl.constexpr(not triton.knobs.runtime.interpret)
+
+#: Philox4x32's round multipliers and key increments (as ``tl.philox``).
+PHILOX_ROUND_A = tl.constexpr(0xD2511F53)
+PHILOX_ROUND_B = tl.constexpr(0xCD9E8D57)
+PHILOX_KEY_A = tl.constexpr(0x9E3779B9)
+PHILOX_KEY_B = tl.constexpr(0xBB67AE85)
+#: ``mul.wide.u32`` by each round multiplier: $0 = high word, $1 = low word, $2 = the factor.
+MUL_WIDE_A = tl.constexpr("{ .reg .b64 p; mul.wide.u32 p, $2, %d; mov.b64 {$1, $0}, p; }" % PHILOX_ROUND_A.value)
+MUL_WIDE_B = tl.constexpr("{ .reg .b64 p; mul.wide.u32 p, $2, %d; mov.b64 {$1, $0}, p; }" % PHILOX_ROUND_B.value)
+
+
+@triton.jit
+def _mul_wide(a, M: tl.constexpr, ASM: tl.constexpr):
+    """(hi, lo) 32-bit words of the 64-bit product ``a * M`` (``a`` uint32) by ``ASM``,
+    the ``mul.wide.u32`` by M (:data:`MUL_WIDE_A` for PHILOX_ROUND_A, :data:`MUL_WIDE_B`
+    for PHILOX_ROUND_B): exact integer arithmetic, the words of ``umulhi`` and ``*``."""
+    return tl.inline_asm_elementwise(ASM, "=r,=r,r", [a], dtype=(tl.uint32, tl.uint32), is_pure=True, pack=1)
+
+
+@triton.jit
+def _philox(k0: tl.constexpr, k1: tl.constexpr, c0, c1, c2, c3):
+    """Philox4x32-10 of counter (c0..c3) (uint32) under the constant key (k0, k1): the
+    same words as ``tl.philox(k0 + (k1 << 32), c0, c1, c2, c3)``, with each round's two
+    products from one ``mul.wide.u32`` on CUDA (see :data:`PTX_PHILOX`)."""
+    if PTX_PHILOX:
+        key0 = tl.full(c0.shape, k0, tl.uint32)
+        key1 = tl.full(c0.shape, k1, tl.uint32)
+        for _ in tl.static_range(10):
+            hi_b, lo_b = _mul_wide(c2, PHILOX_ROUND_B, MUL_WIDE_B)
+            hi_a, lo_a = _mul_wide(c0, PHILOX_ROUND_A, MUL_WIDE_A)
+            c0 = hi_b ^ c1 ^ key0
+            c2 = hi_a ^ c3 ^ key1
+            c1 = lo_b
+            c3 = lo_a
+            key0 = key0 + PHILOX_KEY_A
+            key1 = key1 + PHILOX_KEY_B
+    else:
+        c0, c1, c2, c3 = tl.philox(k0 + (k1 << 32), c0, c1, c2, c3)
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _data_block(q, s_lo, s_hi, lo, span):
+    """Samples 4q .. 4q+3 of each member's data stream (SPEC §2): key (0, 0), counter
+    (q & 0xFFFFFFFF, q >> 32, s_lo, s_hi). ``q`` is an int64 scalar; s_lo/s_hi uint32."""
+    q = tl.cast(q, tl.int64)
+    c0 = (q & 0xFFFFFFFF).to(tl.uint32)
+    c1 = (q >> 32).to(tl.uint32)
+    r0, r1, r2, r3 = _philox(0, 0, c0, c1, s_lo, s_hi)
+    x0 = lo + span * tl.uint_to_uniform_float(r0)
+    x1 = lo + span * tl.uint_to_uniform_float(r1)
+    x2 = lo + span * tl.uint_to_uniform_float(r2)
+    x3 = lo + span * tl.uint_to_uniform_float(r3)
+    return x0, x1, x2, x3
+
+
+@triton.jit
+def _draw(n, x0, x1, x2, x3, s_lo, s_hi, lo, span):
+    """Sample ``n`` (int64 scalar) with the block of four it belongs to: the block is
+    drawn afresh when ``n % 4 == 0``, else (x0..x3) hold it already."""
+    r = n % 4
+    if r == 0:
+        x0, x1, x2, x3 = _data_block(n // 4, s_lo, s_hi, lo, span)
+    x = tl.where(r == 0, x0, tl.where(r == 1, x1, tl.where(r == 2, x2, x3)))
+    return x, x0, x1, x2, x3
+
+
+@triton.jit
+def _grad(w, b, x, a, c):
+    """(g*x, g) of one sample, g = 2*(w*x + b - (a*x + c)), each op rounded (SPEC §3)."""
+    y = w * x + b
+    target = a * x + c
+    g = 2.0 * (y - target)
+    return g * x, g
+
+
+@triton.jit
+def _log(t, w, b, next_log, row, hist_w_ptr, hist_b_ptr, n_members, offs, mask, log_every):
+    """Write (w, b) to history row ``row`` when ``t`` is the next logged step."""
+    if t == next_log:
+        at = row * n_members + offs  # int64: row * M can pass 2**31
+        tl.store(hist_w_ptr + at, w, mask=mask)
+        tl.store(hist_b_ptr + at, b, mask=mask)
+        next_log += log_every
+        row += 1
+    return next_log, row
+
+
+
+def _check_tensor(name: str, x, dtype: torch.dtype, shape: tuple, device: torch.device) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype != dtype:
+        raise ValueError(f"{name} must be {dtype}, got {x.dtype}")
+    if tuple(x.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+    if x.device != device:
+        raise ValueError(f"{name} is on {x.device} but members.s_lo is on {device}: all tensors must share a device")
+
+
+def _check_history(history: History, last_step: int, m: int, device: torch.device) -> None:
+    """Check the history: float32 (L, M), contiguous, with a row for every logged step up
+    to ``last_step`` (the kernel writes row ``t // log_every``)."""
+    check_int("history.log_every", history.log_every, 1)
+    for name in ("weight", "bias"):
+        if getattr(history, name) is None:
+            raise ValueError(f"history.{name} is None: pass both rows or no history")
+    rows = history.weight.shape[0] if history.weight.dim() == 2 else -1
+    for name in ("weight", "bias"):
+        h = getattr(history, name)
+        _check_tensor(f"history.{name}", h, torch.float32, (rows, m), device)
+        if not h.is_contiguous():
+            raise ValueError(f"history.{name} must be contiguous")
+    if last_step >= 0 and last_step // history.log_every >= rows:
+        raise ValueError(f"history.weight has {rows} rows, but step {last_step} is logged in row "
+                         f"{last_step // history.log_every}")
+
+
+def _check_members_base(members, options, interpreting: bool) -> torch.Tensor:
+    """Validate the per-member tensors (s_lo, s_hi, neg_lr and ``options``, pairs (name,
+    tensor or None) of the optimizer's options a kernel reads); returns s_lo."""
+    s_lo = members.s_lo
+    if not isinstance(s_lo, torch.Tensor) or s_lo.dim() != 1 or s_lo.numel() == 0:
+        raise ValueError("members.s_lo must be a non-empty 1-D tensor")
+    dev = s_lo.device
+    if dev.type == "cpu":
+        if not interpreting:
+            raise ValueError("members.s_lo is on the CPU: the Triton kernel needs CUDA tensors "
+                             "(or TRITON_INTERPRET=1 set before importing fastneuron's Triton kernels)")
+    elif dev.type != "cuda":
+        raise ValueError(f"members.s_lo is on {dev}: the Triton kernel needs CUDA tensors")
+    m = s_lo.numel()
+    named = [("s_lo", s_lo, torch.int32), ("s_hi", members.s_hi, torch.int32),
+             ("neg_lr", members.neg_lr, torch.float32)]
+    for name, x in options:
+        if x is None:
+            raise ValueError(f"members.options.{name} is None but the kernel needs it")
+        named.append((f"options.{name}", x, torch.float32))
+    for name, x, dtype in named:
+        _check_tensor(f"members.{name}", x, dtype, (m,), dev)
+        if not x.is_contiguous():
+            raise ValueError(f"members.{name} must be contiguous")
+    return s_lo
