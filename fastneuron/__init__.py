@@ -16,6 +16,7 @@ _EXPORTS = {
     "RunSpec": ".spec",
     "TrainResult": ".result", "load": ".result", "ResultNotSaved": ".result",
     "population_risk": ".problems",
+    "to_pandas": ".tables", "to_xarray": ".tables", "to_parquet": ".tables",
     "philox4x32": ".rng", "uint32_to_uniform": ".rng",
 }
 

@@ -92,7 +92,8 @@ class TrainResult:
 
     Derived: ``risk`` (float64 (M,)) and ``history_risk`` (float64 (L, M)), the
     population risk of the run's ``problem``; ``member(i)``; ``summary()``;
-    ``save(path)`` (read back with :func:`load`).
+    ``save(path)`` (read back with :func:`load`); ``to_pandas()``, ``to_xarray()``,
+    ``to_parquet(path)`` (:mod:`fastneuron.tables`, ``pip install 'fastneuron[analysis]'``).
     """
 
     seeds: np.ndarray
@@ -160,6 +161,28 @@ class TrainResult:
 
         return summarize(self, by=by, tol=tol)
 
+    # -- labeled data (optional: pip install 'fastneuron[analysis]') -------------
+    def to_pandas(self, history: bool = False, tol: float = 1e-4):
+        """A pandas DataFrame: one row per member, or with ``history=True`` one per
+        (member, step). See :func:`fastneuron.tables.to_pandas`."""
+        from .tables import to_pandas
+
+        return to_pandas(self, history=history, tol=tol)
+
+    def to_xarray(self, grid=None, tol: float = 1e-4):
+        """An xarray Dataset, one dimension per grid axis (else ``member``), plus
+        ``step`` for the history. See :func:`fastneuron.tables.to_xarray`."""
+        from .tables import to_xarray
+
+        return to_xarray(self, grid=grid, tol=tol)
+
+    def to_parquet(self, path, tol: float = 1e-4) -> None:
+        """Write a Parquet file atomically (read back by :func:`load`). See
+        :func:`fastneuron.tables.to_parquet`."""
+        from .tables import to_parquet
+
+        to_parquet(self, path, tol=tol)
+
     # -- files -----------------------------------------------------------------
     def save(self, path) -> None:
         """Write the result to ``path`` (``.npz``) atomically: a temporary file, then a rename."""
@@ -182,11 +205,24 @@ class TrainResult:
 
 
 def load(path) -> TrainResult:
-    """Read a file written by :meth:`TrainResult.save`. No pickle is ever loaded.
+    """Read a file written by :meth:`TrainResult.save` or :meth:`TrainResult.to_parquet`
+    (told apart by the Parquet magic; Parquet needs pyarrow). No pickle is ever loaded.
 
     The zip directory, the header and every array's ``.npy`` header (names, dtypes,
-    shapes, sizes) are checked before any array data is read; anything else is a
-    ValueError naming ``path``."""
+    shapes, sizes) are checked before any array data is read (a Parquet file: its
+    metadata, column names and types); anything else is a ValueError naming ``path``."""
+    from .tables import is_parquet
+
+    if is_parquet(path):
+        from .tables import read_parquet_fields
+
+        fields = read_parquet_fields(path)
+        try:
+            _settings_problem(fields["settings"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: broken Parquet result metadata (settings do not describe the problem: "
+                             f"{type(exc).__name__} {exc})") from None
+        return TrainResult(**fields)
     try:
         z = Npz(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
