@@ -222,6 +222,10 @@ def _optimizer_options(args) -> dict:
 
 
 def _train(args) -> int:
+    if args.distributed:
+        # A lost store makes c10d log a warning with C++ stack frames before fastneuron's
+        # one line says so; torch reads the level once, when it loads (just below).
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     from . import progress
     from .engine import check_host_memory
 
