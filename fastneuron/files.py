@@ -125,6 +125,8 @@ def atomic_write(path, write) -> None:
             break
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise _naming(exc, path) from None
     else:
         raise FileExistsError(f"no free temporary name beside {path}")
     try:
@@ -133,11 +135,19 @@ def atomic_write(path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, real)
-    except BaseException:
+    except BaseException as exc:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            raise _naming(exc, path) from None
         raise
     _fsync_dir(directory)
+
+
+def _naming(exc: OSError, path: str) -> OSError:
+    """``exc`` again, naming the target ``path`` (not the temporary file, or nothing:
+    a full disk's ``[Errno 28]`` says no path at all)."""
+    return type(exc)(exc.errno, exc.strerror or str(exc), path)
 
 
 def _fsync_dir(directory: str) -> None:

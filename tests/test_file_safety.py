@@ -449,3 +449,23 @@ def test_train_result_documents_every_field():
     mod = result_mod.__doc__
     for needle in ("history_weight", "umask", "symlink", "format_version"):
         assert needle in mod, needle
+
+
+def test_write_errors_name_the_target(tmp_path, reference, monkeypatch):
+    """Issue 13 items 4 and 11: an I/O error of save() names the file asked for, not the
+    temporary file beside it, nor nothing at all (a full disk's bare [Errno 28])."""
+    import errno
+
+    missing = tmp_path / "no-such-dir" / "out.npz"
+    with pytest.raises(FileNotFoundError) as info:
+        reference.save(missing)
+    assert info.value.filename == str(missing) and ".part" not in str(info.value)
+
+    def full_disk(f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "full.npz"
+    with pytest.raises(OSError) as info:
+        atomic_write(target, full_disk)
+    assert info.value.errno == errno.ENOSPC and str(target) in str(info.value)
+    assert os.listdir(tmp_path) == []  # no temporary file left
