@@ -75,6 +75,20 @@ def test_compile_matches_spec_vectors(case):
     assert r.diverged_at.tolist() == case["diverged_at"]
 
 
+def test_compiled_init_equals_eager(monkeypatch):
+    """Above EAGER_INIT_MEMBERS the init is compiled: the same w0, b0 (a run of 0 steps)."""
+    from fastneuron.kernels import compiled
+
+    seeds = seeds_for(1001) + [0, 2**64 - 1]
+    ref = fn.train(seeds, 0.01, 0, backend="eager")
+    monkeypatch.setattr(compiled, "EAGER_INIT_MEMBERS", 100)
+    calls = []
+    real = compiled.compiled_init
+    monkeypatch.setattr(compiled, "compiled_init", lambda *a: calls.append(1) or real(*a))
+    assert_same_results(ref, fn.train(seeds, 0.01, 0, backend="compile"))
+    assert calls, "the compiled init did not run"
+
+
 def test_members_are_independent():
     """Members trained alone equal the same members inside a larger, shuffled run."""
     m = 300
