@@ -22,13 +22,16 @@ from .files import ResultNotSaved
 from .reference import Constants, History, Members, State, StepConfig
 from .spec import RunSpec, take
 
-#: Bytes of device memory one member of a block needs while it trains (state, the
-#: spare state of the compiled backend, per-member constants and the temporaries of
-#: the eager Philox), rounded up.
+#: Bytes of device memory one member of a block needs while it trains with no
+#: optimizer state and no per-member option (w and b in the compiled backend's three
+#: buffer sets and its gradient sums, seed words, -lr, diverged_at and the temporaries
+#: of the eager Philox), rounded up; each optimizer state buffer (per parameter) adds
+#: 24 bytes (three sets of two floats), each per-member option 4.
 BLOCK_BYTES_PER_MEMBER = 256
-#: Bytes of host memory per member for the inputs and results (seed, lr, two options,
-#: weight, bias, diverged_at, two momentum buffers).
-HOST_BYTES_PER_MEMBER = 56
+#: Bytes of host memory per member for the inputs and results without optimizer state
+#: or options (seed 8, lr 4, weight and bias 8, diverged_at 8); each state buffer adds 8
+#: (two parameters), each per-member option 4.
+HOST_BYTES_PER_MEMBER = 28
 
 
 def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
@@ -37,7 +40,7 @@ def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
     ``between_chunks()`` runs after every chunk of steps (a distributed run checks on
     its peers there); an exception from it ends the run."""
     m, steps, dev = len(spec), spec.steps, spec.device
-    block = member_block(m, spec.n_logged, dev, spec.member_block)
+    block = member_block(m, spec.n_logged, dev, spec.member_block, len(spec.state_names()), len(spec.member_options))
     host = _host_arrays(spec)
     start, t_start = 0, 0
     if spec.resume is not None:
@@ -137,10 +140,11 @@ def available_bytes(dev: torch.device) -> int:
     return 8 << 30  # unknown: assume a small machine
 
 
-def check_host_memory(m: int, n_logged: int) -> None:
+def check_host_memory(m: int, n_logged: int, n_state: int = 1, n_options: int = 2) -> None:
     """ValueError when the inputs and results of ``m`` members with ``n_logged`` logged
-    steps cannot fit in the host's available memory."""
-    host_need = m * (HOST_BYTES_PER_MEMBER + 8 * n_logged)
+    steps, ``n_state`` optimizer buffers per parameter and ``n_options`` per-member
+    options (defaults: SGD with momentum) cannot fit in the host's available memory."""
+    host_need = m * (HOST_BYTES_PER_MEMBER + 8 * n_state + 4 * n_options + 8 * n_logged)
     host_free = available_bytes(torch.device("cpu"))
     if host_need > host_free:
         raise ValueError(f"seeds: {m} members with {n_logged} logged steps need about "
@@ -148,14 +152,17 @@ def check_host_memory(m: int, n_logged: int) -> None:
                          f"{host_free / 2**30:.1f} GiB is available; use fewer members or a larger log_every")
 
 
-def member_block(m: int, n_logged: int, device: torch.device, requested: Optional[int]) -> int:
+def member_block(m: int, n_logged: int, device: torch.device, requested: Optional[int], n_state: int = 1,
+                 n_options: int = 2) -> int:
     """How many of ``m`` members to train at once on ``device`` (``requested``, or what
-    a quarter of its free memory holds); ValueError when the run cannot fit at all."""
-    check_host_memory(m, n_logged)
+    a quarter of its free memory holds); ValueError when the run cannot fit at all.
+    ``n_state`` and ``n_options`` as for :func:`check_host_memory`."""
+    check_host_memory(m, n_logged, n_state, n_options)
     if requested is not None:
         return min(m, requested)
     free = available_bytes(device) // 4
-    return min(m, max(1, free // (BLOCK_BYTES_PER_MEMBER + 8 * n_logged)))
+    per_member = BLOCK_BYTES_PER_MEMBER + 24 * n_state + 4 * n_options + 8 * n_logged
+    return min(m, max(1, free // per_member))
 
 
 # -- host arrays ----------------------------------------------------------------------
