@@ -58,7 +58,18 @@ CASES = [
      {"centered": True, "momentum": 0.9}),
     ("rmsprop-momentum-b1", "rmsprop", 1, {"alpha": 0.9}, {"momentum": 0.5}),
     ("rmsprop-centered-b1", "rmsprop", 1, {"weight_decay": WDS}, {"centered": True}),
+    # SPEC §3b through the same oracle: torch.optim.SGD, bit for bit under the default dispatch.
+    ("sgd-momentum-wd-dampening-b1", "sgd", 1, {"momentum": [0.0, 0.9, 0.5] * 3 + [0.9], "weight_decay": WDS},
+     {"dampening": 0.1}),
+    ("sgd-nesterov-b3", "sgd", 3, {"momentum": 0.9}, {"nesterov": True}),
 ]
+
+#: SGD's stability edge lies near lr = 0.09 on this problem (x in [1, 5)).
+SGD_LRS = [1e-4, 1e-3, 0.003, 0.01, 0.02, 0.04, 0.3, 1.0, 10.0, 1e3]
+
+
+def lrs_of(optimizer: str) -> list:
+    return SGD_LRS if optimizer == "sgd" else LRS
 
 
 def spec_streams(seeds, steps: int, batch: int):
@@ -83,7 +94,8 @@ def torch_optim_run(optimizer: str, seeds, lrs, steps: int, batch: int, member: 
     """The oracle (see the module docstring): final (w, b) and diverged_at of each member."""
     m = len(seeds)
     w0, b0, xs = spec_streams(seeds, steps, batch)
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[optimizer]
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+           "sgd": torch.optim.SGD}[optimizer]
     defaults = {name: b.default for name, b in OPTIMIZERS[optimizer].MEMBER_OPTIONS.items()}
     per = {name: _per_member(member.get(name, default), m) for name, default in defaults.items()}
     weight, bias = w0.clone().reshape(m, 1, 1), b0.clone().reshape(m, 1)
@@ -96,7 +108,9 @@ def torch_optim_run(optimizer: str, seeds, lrs, steps: int, batch: int, member: 
         lin.weight.grad, lin.bias.grad = gw_all[i], gb_all[i]
         groups.append({"params": [lin.weight, lin.bias], "lr": _per_member(lrs, m)[i],
                        **{k: v[i] for k, v in per.items()}})
-    extra = {"foreach": False} if optimizer == "rmsprop" else {"foreach": False, "fused": False}
+    extra = {"foreach": False} if optimizer in ("rmsprop", "sgd") else {"foreach": False, "fused": False}
+    if optimizer == "sgd" and run.get("nesterov"):
+        extra["momentum"] = 0.9  # SGD checks nesterov against its default; every group sets its own
     opt = cls(groups, **run, **extra)
     w, b = weight.view(m), bias.view(m)
     a32, c32, two = torch.tensor(2.0), torch.tensor(1.0), 2.0
@@ -128,7 +142,7 @@ def _oracle_main(out_path: str, part: int, parts: int) -> None:
     torch.Tensor.sqrt_ = lambda self: self.copy_(plain_sqrt(self.double()))
     arrays = {}
     for name, optimizer, batch, member, run in CASES[part::parts]:
-        w, b, d = torch_optim_run(optimizer, SEEDS, LRS, STEPS, batch, member, run)
+        w, b, d = torch_optim_run(optimizer, SEEDS, lrs_of(optimizer), STEPS, batch, member, run)
         arrays.update({f"{name}/w": w.numpy(), f"{name}/b": b.numpy(), f"{name}/d": d.numpy()})
     np.savez(out_path, **arrays)
 
@@ -153,7 +167,7 @@ def oracle(tmp_path_factory):
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_eager_matches_torch_optim(case, oracle):
     name, optimizer, batch, member, run = case
-    res = fastneuron.train(SEEDS, LRS, STEPS, optimizer=optimizer, batch_size=batch, backend="eager",
+    res = fastneuron.train(SEEDS, lrs_of(optimizer), STEPS, optimizer=optimizer, batch_size=batch, backend="eager",
                            **member, **run)
     d = oracle[f"{name}/d"]
     assert_bits_equal("diverged_at", d, res.diverged_at)
