@@ -55,3 +55,19 @@ def test_shared_skip_says_what_it_needs():
     reason = mark.kwargs["reason"]
     assert "spec-vectors.json" in reason and "shared" in reason and "tests/spec-vectors.json" in reason, reason
     assert mark.args[0] == (not conftest.SHARED_SPEC_VECTORS_PATH.exists())
+
+
+def test_adam_lr_sweep_writes_where_told(tmp_path):
+    """examples/adam_lr_sweep.py (issue 12): its figure goes to --out, and it reports each
+    optimizer's edge."""
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    before = (REPO / "docs" / "adam_lr_sweep.png").stat().st_mtime_ns
+    p = subprocess.run([sys.executable, str(REPO / "examples" / "adam_lr_sweep.py"), "--seeds", "3", "--rates", "8",
+                        "--steps", "300", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "adam_lr_sweep.png").is_file()
+    assert p.stdout.strip().splitlines()[-1] == f"figure: {tmp_path / 'adam_lr_sweep.png'}"
+    assert "sgd\n" in p.stdout and "adam\n" in p.stdout and "first diverged seed at lr" in p.stdout
+    assert (REPO / "docs" / "adam_lr_sweep.png").stat().st_mtime_ns == before
