@@ -22,6 +22,19 @@ class Summary:
             raise ImportError("to_dataframe() needs pandas; the rows are in .rows as dicts") from None
         return pd.DataFrame(self.rows)
 
+    def to_xarray(self):
+        """The rows as an xarray Dataset: one dimension per ``by`` column, its coordinate
+        the groups' values; count, diverged, the risk quantiles and step_below_tol as
+        variables (NaN where a group never got below tol). Needs pandas and xarray
+        (``pip install 'fastneuron[analysis]'``)."""
+        from .tables import _need
+
+        _need("pandas", "Summary.to_xarray()")
+        _need("xarray", "Summary.to_xarray()")
+        frame = self.to_dataframe()
+        frame["step_below_tol"] = frame["step_below_tol"].astype("float64")  # None -> NaN
+        return frame.set_index(list(self.by)).to_xarray()
+
     def __str__(self) -> str:
         cols = [*self.by, "count", "diverged", "risk_median", "risk_p10", "risk_p90", "step_below_tol"]
         head = [*self.by, "count", "diverged", "risk median", "risk p10", "risk p90", f"step risk<{self.tol:g}"]

@@ -355,3 +355,20 @@ def test_example_writes_where_told(tmp_path):
     assert figure.is_file() and p.stdout.strip().splitlines()[-1] == f"figure: {figure}"
     assert "6000 members x 40 steps" in p.stdout
     assert (os.stat(tracked).st_mtime_ns if os.path.exists(tracked) else None) == before
+
+
+def test_summary_to_xarray_has_a_dimension_per_group_column():
+    """Issue 16 item 2: summary(by=...) converts the same way as a result."""
+    lrs, mus = [0.001, 0.01, 0.2], [0.0, 0.9]
+    r = fn.train(**fn.grid(seeds=range(4), lrs=lrs, momentum=mus), steps=60, log_every=10, backend="eager")
+    s = r.summary(by=("lr", "momentum"))
+    ds = s.to_xarray()
+    assert dict(ds.sizes) == {"lr": 3, "momentum": 2}
+    assert np.array_equal(ds["lr"].values, np.float32(lrs).astype(np.float64))
+    assert np.array_equal(ds["momentum"].values, np.float32(mus).astype(np.float64))
+    for row in s.rows:
+        cell = ds.sel(lr=row["lr"], momentum=row["momentum"])
+        assert int(cell["count"]) == 4 and float(cell["diverged"]) == row["diverged"]
+        assert float(cell["risk_median"]) == row["risk_median"]
+        step = row["step_below_tol"]
+        assert np.isnan(cell["step_below_tol"]) if step is None else float(cell["step_below_tol"]) == step
