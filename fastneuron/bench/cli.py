@@ -98,7 +98,9 @@ def _parse_args(argv) -> argparse.Namespace:
         epilog="Contestants: tutorial (the tutorial's loop, one neuron at a time), torch.func "
                "(PyTorch's model-ensembling recipe), eager (fastneuron.train backend='eager', "
                "plain torch ops), jax (jax.jit over lax.scan), compile and triton (fastneuron's "
-               "fast backends), triton-kernel (the Triton kernel's launches alone, CUDA events). "
+               "fast backends), compile-adam, compile-adamw and compile-rmsprop (the compiled backend "
+               "with those optimizers, at the headline size; not in --quick), triton-kernel (the "
+               "Triton kernel's launches alone, CUDA events). "
                "Peers are the first four; ratios are to the fastest peer row. "
                "Exit status 1 when a contestant failed (skips for a stated reason are fine). Progress goes "
                "to stderr, with a warning when the 1-minute load average is above the usable cores.",

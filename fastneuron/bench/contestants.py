@@ -130,7 +130,7 @@ def _prepare_torch_func(members: int, steps: int, device: str) -> Run:
 
 # --- fastneuron.train (eager, compile, triton) ----------------------------------------
 
-def _prepare_fastneuron(backend: str) -> Callable[[int, int, str], Run]:
+def _prepare_fastneuron(backend: str, optimizer: str = "sgd") -> Callable[[int, int, str], Run]:
     def prepare(members: int, steps: int, device: str) -> Run:
         import fastneuron
 
@@ -138,7 +138,7 @@ def _prepare_fastneuron(backend: str) -> Callable[[int, int, str], Run]:
         lrs = lr_sweep(members)
 
         def run() -> None:
-            fastneuron.train(seeds, lrs, steps, backend=backend, device=device, progress=False)
+            fastneuron.train(seeds, lrs, steps, optimizer=optimizer, backend=backend, device=device, progress=False)
             _sync(device)
 
         return run
@@ -278,6 +278,10 @@ CONTESTANTS = [
                note="jit(lax.scan) over steps, vectorized over members; x from jax.random"),
     Contestant("compile", "fastneuron compile", False, _prepare_fastneuron("compile"), _compile_unavailable,
                compiles=True),
+    *(Contestant(f"compile-{opt}", f"fastneuron compile {opt}", False, _prepare_fastneuron("compile", opt),
+                 _compile_unavailable, compiles=True, note=f'backend="compile", optimizer="{opt}" (defaults of '
+                                                           f'torch.optim.{name}), the same lrs')
+      for opt, name in (("adam", "Adam"), ("adamw", "AdamW"), ("rmsprop", "RMSprop"))),
     Contestant("triton", "fastneuron triton", False, _prepare_fastneuron("triton"), _triton_unavailable,
                compiles=True),
     Contestant("triton-kernel", "triton kernel only", False, _prepare_triton_kernel, _triton_kernel_unavailable,

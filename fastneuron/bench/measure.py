@@ -25,6 +25,10 @@ SIZES = {
         "eager": ([2**14, 2**17, 2**20], 200),
         "jax": ([2**14, 2**17, 2**20], 3000),
         "compile": ([2**14, 2**17, 2**20], 3000),
+        # One row per optimizer besides SGD, at the headline size (Adam beside SGD's).
+        "compile-adam": ([2**20], 3000),
+        "compile-adamw": ([2**20], 3000),
+        "compile-rmsprop": ([2**20], 3000),
         "triton": ([2**10], 64),  # only with --interpret: a smoke run of the interpreter
         "triton-kernel": ([2**10], 64),
     },
@@ -46,6 +50,9 @@ SIZES = {
         "eager": ([2**14, 2**20, 2**24], 200),
         "jax": ([2**14, 2**20, 2**24], 3000),
         "compile": ([2**14, 2**20, 2**24], 3000),
+        "compile-adam": ([2**20], 3000),
+        "compile-adamw": ([2**20], 3000),
+        "compile-rmsprop": ([2**20], 3000),
         "triton": ([2**14, 2**17, 2**20, 2**24], 3000),
         "triton-kernel": ([2**20, 2**24], 3000),
     },
@@ -76,7 +83,8 @@ def plan_runs(contestants: list, device: str, *, quick: bool, interpret: bool,
     for contestant in contestants:
         why = contestant.unavailable(device, interpret)
         if why is None and contestant.key not in sizes:
-            why = f"no default size on {device}"
+            why = "not part of --quick" if quick and contestant.key in SIZES[(device, "default")] else \
+                f"no default size on {device}"
         if why:
             skipped.append({"contestant": contestant.name, "reason": why})
             on_skip(skipped[-1])

@@ -5,7 +5,9 @@ name              module                   what it is
 ================  =======================  =============================================
 ``eager``         :mod:`.eager`            the reference itself (any optimizer, problem)
 ``compile``       :mod:`.compiled`         chunks of the reference under ``torch.compile``
-``triton``        :mod:`.triton_sgd`       one Triton kernel, every step in registers
+``triton``        :mod:`.triton_sgd`       one Triton kernel, every step in registers (SGD;
+                                           Adam, AdamW and RMSprop in :mod:`.triton_adam`,
+                                           shared pieces in :mod:`.triton_common`)
 ================  =======================  =============================================
 
 A backend is a :class:`Stepper`: the engine (:mod:`fastneuron.engine`) hands it a
