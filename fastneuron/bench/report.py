@@ -188,11 +188,14 @@ def format_report(report: dict) -> str:
     lines += [format_load_warning(w, explain=i == 0)
               for i, w in enumerate((report.get("load") or {}).get("warnings", []))]
     lines.append("")
-    lines.append("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w, _) in enumerate(_COLUMNS)))
-    lines.append("  ".join("-" * w for _, w, _ in _COLUMNS))
+    # Each column as wide as its header and its widest cell (names like "fastneuron compile
+    # rmsprop" exceed the default width).
+    widths = [max([w, len(h)] + [len(f(row)) for row in rows]) for h, w, f in _COLUMNS]
+    lines.append("  ".join(h.rjust(w) if i else h.ljust(w) for i, ((h, _, _), w) in enumerate(zip(_COLUMNS, widths))))
+    lines.append("  ".join("-" * w for w in widths))
     for row in rows:
         lines.append("  ".join(f(row).rjust(w) if i else f(row).ljust(w)
-                               for i, (_, w, f) in enumerate(_COLUMNS)))
+                               for i, ((_, _, f), w) in enumerate(zip(_COLUMNS, widths))))
     lines.append("")
     ratio_to = next((r["ratio_to"] for r in rows if r["ratio_to"]), None)
     lines.append(f"ratio: median over the fastest peer row, {ratio_to or 'none measured'}; "
