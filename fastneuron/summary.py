@@ -27,10 +27,10 @@ class Summary:
         the groups' values; count, diverged, the risk quantiles and step_below_tol as
         variables (NaN where a group never got below tol). Needs pandas and xarray
         (``pip install 'fastneuron[analysis]'``)."""
-        from .tables import _need
+        from ._extras import need
 
-        _need("pandas", "Summary.to_xarray()")
-        _need("xarray", "Summary.to_xarray()")
+        need("pandas", "Summary.to_xarray()")
+        need("xarray", "Summary.to_xarray()")
         frame = self.to_dataframe()
         frame["step_below_tol"] = frame["step_below_tol"].astype("float64")  # None -> NaN
         return frame.set_index(list(self.by)).to_xarray()

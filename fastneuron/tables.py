@@ -54,31 +54,21 @@ polars or duckdb alike. No pickle is written or read. :func:`fastneuron.load` re
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import stat
 
 import numpy as np
 
+from ._extras import need as _need
 from .files import MAX_HEADER_BYTES, atomic_write
 from .summary import _first_step_below
 
-EXTRA = "pip install 'fastneuron[analysis]'"
 PARQUET_FORMAT = "fastneuron-result-parquet"
 PARQUET_FORMAT_VERSION = 1
 _META_KEY = b"fastneuron"
 _FIXED = {"seed": np.uint64, "lr": np.float32}  # then the options (float32)
 _FINAL = {"weight": np.float32, "bias": np.float32, "risk": np.float64, "diverged_at": np.int64}
-
-
-def _need(module: str, what: str):
-    """Import ``module`` or raise an ImportError that names the extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(f"{what} needs {module.partition('.')[0]}, which could not be imported ({exc}): "
-                          f"{EXTRA}") from exc
 
 
 def _np(x) -> np.ndarray:
