@@ -349,28 +349,5 @@ def test_divergence_count_late_and_chunked():
         assert (ref.diverged_at[1:4] > t0).any(), "the test should include members diverging mid-run"
 
 
-try:  # (the interpreter looks tl up in this module's globals)
-    import triton
-    import triton.language as tl
-except ImportError:  # the tests that need it are skipped
-    triton = tl = None
-
-if triton is not None:
-    @triton.jit
-    def _mul_wide_emulated(a, M: tl.constexpr, ASM: tl.constexpr):
-        # mul.wide.u32 is exact: the 64-bit product, split into its high and low words.
-        p = a.to(tl.uint64) * M
-        return (p >> 32).to(tl.uint32), (p & 0xFFFFFFFF).to(tl.uint32)
-
-
-@pytest.mark.parametrize("kwargs", [dict(log_every=5), dict(batch_size=3, momentum=0.9, log_every=7)])
-@interpreter_test
-def test_cuda_philox_path_emulated(monkeypatch, kwargs):
-    """The CUDA path of ``_philox`` (PTX_PHILOX: each round's products from one inline-PTX
-    mul.wide.u32), with that instruction emulated exactly, equals eager bit for bit: its
-    rounds, key schedule and word order are tl.philox's (init and data streams)."""
-    from fastneuron.kernels import triton_common as K
-    assert str(K.PHILOX_ROUND_A.value) in K.MUL_WIDE_A.value and str(K.PHILOX_ROUND_B.value) in K.MUL_WIDE_B.value
-    monkeypatch.setattr(K, "PTX_PHILOX", tl.constexpr(True))
-    monkeypatch.setattr(K, "_mul_wide", _mul_wide_emulated)
-    check_triton("cpu", seeds_for(7) + [0, 2**64 - 1], lrs_for(9), 41, **kwargs)
+# The CUDA Philox path (inline-PTX mul.wide.u32, emulated) of both kernels, SGD included:
+# tests/test_triton_adam.py::test_cuda_philox_path_emulated.

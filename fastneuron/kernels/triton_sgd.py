@@ -50,7 +50,7 @@ from fastneuron.kernels import triton_adam
 # input checks (the names stay importable from here).
 from fastneuron.kernels.triton_common import (  # noqa: F401
     FLT_MAX, MUL_WIDE_A, MUL_WIDE_B, PHILOX_KEY_A, PHILOX_KEY_B, PHILOX_ROUND_A, PHILOX_ROUND_B, PTX_PHILOX,
-    _check_history, _check_tensor, _data_block, _draw, _grad, _log, _mul_wide, _philox)
+    _check_history, _check_members_base, _check_tensor, _data_block, _draw, _grad, _log, _mul_wide, _philox)
 
 #: Steps per launch: a multiple of 4 (see the module docstring). Long enough that launch
 #: overhead (~10 us) is nothing against a chunk's work, short enough for the progress
@@ -379,30 +379,8 @@ def _check_config(config: StepConfig) -> tuple[SGDFlags, int]:
 
 def _check_members(members: Members, flags: SGDFlags) -> torch.Tensor:
     """Validate the per-member tensors against the flags; returns s_lo."""
-    s_lo = members.s_lo
-    if not isinstance(s_lo, torch.Tensor) or s_lo.dim() != 1 or s_lo.numel() == 0:
-        raise ValueError("members.s_lo must be a non-empty 1-D tensor")
-    dev = s_lo.device
-    if dev.type == "cpu":
-        if not _interpreting():
-            raise ValueError("members.s_lo is on the CPU: the Triton kernel needs CUDA tensors "
-                             "(or TRITON_INTERPRET=1 set before importing fastneuron.kernels.triton_sgd)")
-    elif dev.type != "cuda":
-        raise ValueError(f"members.s_lo is on {dev}: the Triton kernel needs CUDA tensors")
-    m = s_lo.numel()
-    named = [("s_lo", s_lo, torch.int32), ("s_hi", members.s_hi, torch.int32),
-             ("neg_lr", members.neg_lr, torch.float32)]
-    for name in ("momentum", "weight_decay"):
-        if getattr(flags, name):
-            x = getattr(members.options, name)
-            if x is None:
-                raise ValueError(f"members.options.{name} is None but config.flags.{name} is set")
-            named.append((f"options.{name}", x, torch.float32))
-    for name, x, dtype in named:
-        _check_tensor(f"members.{name}", x, dtype, (m,), dev)
-        if not x.is_contiguous():
-            raise ValueError(f"members.{name} must be contiguous")
-    return s_lo
+    options = [(name, getattr(members.options, name)) for name in ("momentum", "weight_decay") if getattr(flags, name)]
+    return _check_members_base(members, options, _interpreting())
 
 
 def _check_constants(consts: Constants, device: torch.device) -> torch.Tensor:
