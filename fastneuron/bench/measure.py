@@ -32,9 +32,9 @@ SIZES = {
         "triton": ([2**10], 64),  # only with --interpret: a smoke run of the interpreter
         "triton-kernel": ([2**10], 64),
     },
-    # Within 60 s on 2 Zen 2 cores even with a cold Inductor cache (a cold compile alone
-    # is about 40 s there): one M per contestant, the headline (compile against the
-    # fastest peer) at M = 2**17.
+    # One M per contestant, the headline (compile against the fastest peer) at M = 2**17:
+    # 61 s in a fresh venv with an empty Inductor cache (its compile about 31 s), 22 s with
+    # a warm one, on 2 cores of the older EPYC (cpu family 23), 2026-11-30.
     ("cpu", "quick"): {
         "tutorial": ([2], 100),
         "torch.func": ([2**14], 50),
