@@ -46,7 +46,7 @@ import triton.language as tl
 
 from fastneuron._validate import check_int
 from fastneuron.kernels.triton_common import (FLT_MAX, _check_history, _check_members_base, _check_tensor,
-                                              _data_block, _draw, _grad, _log)
+                                              _draw, _grad, _log, _unrolled_grad)
 from fastneuron.problems import LinearTarget
 
 #: Members per program and warps per program on a GPU: one member a thread (128 threads).
@@ -327,23 +327,8 @@ def adam_kernel(
             qg = (tg * BATCH) // 4  # exact: tg*B is a multiple of 4
             for k in tl.static_range(GROUP):
                 t = tg + k
-                for j in tl.static_range(BATCH):
-                    if (k * BATCH + j) % 4 == 0:
-                        x0, x1, x2, x3 = _data_block(qg + (k * BATCH + j) // 4, s_lo, s_hi, lo, span)
-                        x = x0
-                    elif (k * BATCH + j) % 4 == 1:
-                        x = x1
-                    elif (k * BATCH + j) % 4 == 2:
-                        x = x2
-                    else:
-                        x = x3
-                    gxw, gxb = _grad(w, b, x, a, c)
-                    if j == 0:
-                        gw = gxw
-                        gb = gxb
-                    else:
-                        gw = gw + gxw
-                        gb = gb + gxb
+                gw, gb, x0, x1, x2, x3 = _unrolled_grad(qg, k, w, b, x0, x1, x2, x3, s_lo, s_hi, lo, span, a, c,
+                                                        BATCH)
                 w, b, mw, mb, vw, vb, xw, xb, n_bad = _finish_step(
                     ig + k, gw, gb, w, b, mw, mb, vw, vb, xw, xb, n_bad, tab_ptr,
                     neg_lr, neg_lr64, eps, wd, decay, alpha, wa, c1, c2, c3, batch,

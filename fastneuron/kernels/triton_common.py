@@ -107,6 +107,31 @@ def _grad(w, b, x, a, c):
 
 
 @triton.jit
+def _unrolled_grad(qg, K: tl.constexpr, w, b, x0, x1, x2, x3, s_lo, s_hi, lo, span, a, c, BATCH: tl.constexpr):
+    """The summed gradient (gw, gb) of step ``K`` of an unrolled group whose first sample
+    is the first of Philox block ``qg``: samples K*B .. K*B + B - 1 of the group (their
+    words are constexpr), a new block drawn every fourth. Returns (gw, gb, x0, x1, x2, x3)."""
+    for j in tl.static_range(BATCH):
+        if (K * BATCH + j) % 4 == 0:
+            x0, x1, x2, x3 = _data_block(qg + (K * BATCH + j) // 4, s_lo, s_hi, lo, span)
+            x = x0
+        elif (K * BATCH + j) % 4 == 1:
+            x = x1
+        elif (K * BATCH + j) % 4 == 2:
+            x = x2
+        else:
+            x = x3
+        gxw, gxb = _grad(w, b, x, a, c)
+        if j == 0:
+            gw = gxw
+            gb = gxb
+        else:
+            gw = gw + gxw
+            gb = gb + gxb
+    return gw, gb, x0, x1, x2, x3
+
+
+@triton.jit
 def _log(t, w, b, next_log, row, hist_w_ptr, hist_b_ptr, n_members, offs, mask, log_every):
     """Write (w, b) to history row ``row`` when ``t`` is the next logged step."""
     if t == next_log:

@@ -50,7 +50,8 @@ from fastneuron.kernels import triton_adam
 # input checks (the names stay importable from here).
 from fastneuron.kernels.triton_common import (  # noqa: F401
     FLT_MAX, MUL_WIDE_A, MUL_WIDE_B, PHILOX_KEY_A, PHILOX_KEY_B, PHILOX_ROUND_A, PHILOX_ROUND_B, PTX_PHILOX,
-    _check_history, _check_members_base, _check_tensor, _data_block, _draw, _grad, _log, _mul_wide, _philox)
+    _check_history, _check_members_base, _check_tensor, _data_block, _draw, _grad, _log, _mul_wide, _philox,
+    _unrolled_grad)
 
 #: Steps per launch: a multiple of 4 (see the module docstring). Long enough that launch
 #: overhead (~10 us) is nothing against a chunk's work, short enough for the progress
@@ -230,24 +231,8 @@ def sgd_kernel(
             qg = (tg * BATCH) // 4  # exact: tg*B is a multiple of 4
             for k in tl.static_range(GROUP):
                 t = tg + k
-                for j in tl.static_range(BATCH):
-                    # Sample k*B + j of the group (a constexpr): a new block every fourth.
-                    if (k * BATCH + j) % 4 == 0:
-                        x0, x1, x2, x3 = _data_block(qg + (k * BATCH + j) // 4, s_lo, s_hi, lo, span)
-                        x = x0
-                    elif (k * BATCH + j) % 4 == 1:
-                        x = x1
-                    elif (k * BATCH + j) % 4 == 2:
-                        x = x2
-                    else:
-                        x = x3
-                    gxw, gxb = _grad(w, b, x, a, c)
-                    if j == 0:
-                        gw = gxw
-                        gb = gxb
-                    else:
-                        gw = gw + gxw
-                        gb = gb + gxb
+                gw, gb, x0, x1, x2, x3 = _unrolled_grad(qg, k, w, b, x0, x1, x2, x3, s_lo, s_hi, lo, span, a, c,
+                                                        BATCH)
                 w, b, vw, vb, n_bad = _finish_step(t, gw, gb, w, b, vw, vb, n_bad, neg_lr, mu, wd, undamped,
                                                  batch, BATCH, WEIGHT_DECAY, MOMENTUM, NESTEROV)
                 if HISTORY:
