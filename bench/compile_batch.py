@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+from ab_trees import _quantile  # the same p20/p80 as the A/B script (bench/ is the script's path)
+
 _COLD = """
 import time, fastneuron
 t = time.perf_counter()
@@ -38,11 +40,6 @@ def cold_seconds(batch: int) -> float:
         out = subprocess.run([sys.executable, "-c", _COLD.format(b=batch)], env=env, check=True,
                              capture_output=True, text=True)
     return float(out.stdout.split()[-1])
-
-
-def _quantile(xs: list, q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def main(argv=None) -> int:

@@ -85,8 +85,7 @@ def _segment_fn(state: State, partial, out: State, out_partial, first: torch.Ten
     # in-graph reduction a segment instead of per-step tracking (isfinite, compare and
     # an int64 select each step cost a third of the throughput). amax, not sum: a float
     # sum over more than 4096 members makes Inductor guard on M and compile a second graph.
-    probe = (new.weight * 0.0 + new.bias * 0.0).amax()
-    return history, probe
+    return history, _probe(new)
 
 
 @functools.lru_cache(maxsize=None)
@@ -148,7 +147,8 @@ def mark_members_dynamic(*trees) -> None:
 
 
 def _probe(state: State) -> torch.Tensor:
-    """The segments' probe of an eager stretch: NaN when some w or b is not finite."""
+    """NaN when some w or b is not finite, else 0: the probe of a compiled segment (traced
+    with it) and of an eager stretch."""
     return (state.weight * 0.0 + state.bias * 0.0).amax()
 
 
