@@ -1,4 +1,5 @@
-"""Philox4x32-10 and the SPEC's random streams, in torch integer ops (SPEC §2).
+"""Philox4x32-10 and the SPEC's random streams, in torch integer ops (SPEC §2), and
+their standard normal draws (SPEC §2b, :mod:`fastneuron.normal`).
 
 Every word is held in an int64 tensor with a value in [0, 2**32); the 32x32-bit
 products of a round wrap in int64 and keep all 64 bits of the unsigned product.
@@ -13,6 +14,8 @@ import sys
 import numpy as np
 import torch
 
+from .normal import normal_block
+
 MASK32 = 0xFFFFFFFF
 PHILOX_ROUND_A = 0xD2511F53  # multiplies c0
 PHILOX_ROUND_B = 0xCD9E8D57  # multiplies c2
@@ -23,6 +26,7 @@ PHILOX_ROUNDS = 10
 #: Stream keys (k0, k1) of SPEC §2; the seed sits in the counter.
 DATA_KEY = (0, 0)
 INIT_KEY = (1, 0)
+NOISE_KEY = (2, 0)
 
 #: Triton's ``uint_to_uniform_float`` scale, as the float32 it becomes (a double
 #: holding exactly that float32, so that any later cast to float32 is exact).
@@ -97,3 +101,24 @@ def data_block(s_lo, s_hi, q, lo: torch.Tensor, span: torch.Tensor):
     """
     words = philox4x32(q & MASK32, q >> 32, seed_word(s_lo), seed_word(s_hi), key=DATA_KEY)
     return tuple(lo + span * uint32_to_uniform(r) for r in words)
+
+
+def normal_data_block(s_lo, s_hi, q, mean, std):
+    """Samples 4q .. 4q+3 of each member's data stream drawn from N(mean, std**2): four
+    float32 x tensors, ``x = mean + std*z`` (``std*z`` rounded first, then ``+ mean``),
+    z from :func:`fastneuron.normal.normal_block` of the same Philox words as
+    :func:`data_block` (key DATA_KEY, counter (q & 0xFFFFFFFF, q >> 32, s_lo, s_hi)).
+
+    ``mean`` and ``std`` are float32 tensors (broadcasting) or Python floats holding
+    float32 values exactly.
+    """
+    words = philox4x32(q & MASK32, q >> 32, seed_word(s_lo), seed_word(s_hi), key=DATA_KEY)
+    return tuple(mean + std * z for z in normal_block(*words))
+
+
+def noise_block(s_lo, s_hi, q):
+    """Label noise eps of samples 4q .. 4q+3: four float32 N(0, 1) tensors, from
+    :func:`fastneuron.normal.normal_block` of the words of key NOISE_KEY with the data
+    stream's counter (q & 0xFFFFFFFF, q >> 32, s_lo, s_hi)."""
+    words = philox4x32(q & MASK32, q >> 32, seed_word(s_lo), seed_word(s_hi), key=NOISE_KEY)
+    return normal_block(*words)
