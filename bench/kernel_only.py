@@ -31,7 +31,7 @@ def main(argv=None) -> int:
         return 0
     from fastneuron.kernels import triton_sgd as K
     from fastneuron.optim import SGD, SGDConstants, SGDFlags, SGDOptions
-    from fastneuron.problems import LinearConstants, LinearTarget
+    from fastneuron.problems import LinearTarget
     from fastneuron.reference import Constants, Members, State, StepConfig
     from fastneuron.rng import split_seeds
 
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     members = Members(s_lo=s_lo.to(dev), s_hi=s_hi.to(dev), neg_lr=(-lrs).to(dev),
                       options=SGDOptions(momentum=None, weight_decay=None))
     f32 = lambda v: torch.tensor(v, dtype=torch.float32, device=dev)  # noqa: E731
-    consts = Constants(problem=LinearConstants(a=f32(2.0), c=f32(1.0), lo=f32(1.0), span=f32(4.0)),
+    consts = Constants(problem=LinearTarget().constants(dev),
                        optimizer=SGDConstants(one_minus_dampening=f32(1.0)), batch=f32(1.0))
     config = StepConfig(batch_size=1, optimizer=SGD, flags=SGDFlags(), problem=LinearTarget)
     stepper = K.TritonStepper()

@@ -8,7 +8,7 @@ starts without importing torch.
 import importlib
 
 from ._version import __version__
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -17,7 +17,8 @@ _EXPORTS = {
     "TrainResult": ".result", "load": ".result", "ResultNotSaved": ".result",
     "population_risk": ".problems",
     "to_pandas": ".tables", "to_xarray": ".tables", "to_parquet": ".tables",
-    "philox4x32": ".rng", "uint32_to_uniform": ".rng",
+    "philox4x32": ".rng", "uint32_to_uniform": ".rng", "normal_block": ".normal",
+    "make_schedule": ".schedules",
 }
 
 __all__ = ["SPEC_VERSION", "__version__", *_EXPORTS]

@@ -34,7 +34,7 @@ def grid(seeds, lrs, **per_member) -> dict:
 def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "linear", batch_size: int = 1,
           log_every: Optional[int] = None, backend: str = "auto", device=None, progress: Optional[bool] = None,
           checkpoint=None, checkpoint_every: float = 5.0, resume=None, member_block: Optional[int] = None,
-          distributed: bool = False, **options) -> Optional[TrainResult]:
+          distributed: bool = False, lr_schedule=None, **options) -> Optional[TrainResult]:
     """Train one ``nn.Linear(1, 1)`` per member by per-sample SGD, as SPEC.md says.
 
     Member ``m`` has ``seeds[m]`` (an integer in [0, 2**64)) and ``lrs[m]`` (a scalar
@@ -50,7 +50,17 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
     ``"rmsprop"``: ``alpha``, ``eps`` and ``weight_decay`` per member, ``momentum`` and
     ``centered`` run-wide (SPEC §3c). For
     ``problem="linear"``: the target ``a*x + c`` with ``x ~ U[lo, hi)`` (``a=2, c=1,
-    lo=1, hi=5``).
+    lo=1, hi=5``), or ``x ~ N(x_mean, x_std**2)`` with ``x_dist="normal"`` (``x_mean=0,
+    x_std=1``); ``noise`` (a scalar or one value per member, >= 0) adds label noise
+    ``noise * eps``, eps standard normal from its own random stream (SPEC §2b).
+
+    ``lr_schedule`` (SGD only): the lr of step t is ``lr * f(t)``, as
+    ``torch.optim.lr_scheduler.LambdaLR`` over ``torch.optim.SGD`` (SPEC §3d): a
+    string such as ``"cosine:t_max=3000,floor=0.01"``, ``"step:size=100,gamma=0.5"``,
+    ``"multistep:milestones=100/200,gamma=0.1"``, ``"exponential:gamma=0.999"``,
+    ``"warmup:steps=100,start=0.1+cosine:t_max=3000"``, a schedule object of
+    :mod:`fastneuron.schedules`, or any callable ``f(t)`` (evaluated once per step on
+    the host, in float64).
 
     ``backend``: ``"auto"`` (triton on CUDA, compile on CPU), ``"eager"``,
     ``"compile"`` or ``"triton"``; ``device`` defaults to CUDA when present.
@@ -81,5 +91,5 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
     spec = RunSpec.build(seeds, lrs, steps, optimizer=optimizer, problem=problem, batch_size=batch_size,
                          log_every=log_every, backend=backend, device=device, progress=progress,
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-                         member_block=member_block, distributed=distributed, **options)
+                         member_block=member_block, distributed=distributed, lr_schedule=lr_schedule, **options)
     return run_distributed(spec) if spec.distributed else run(spec)

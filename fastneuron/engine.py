@@ -40,7 +40,8 @@ def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
     ``between_chunks()`` runs after every chunk of steps (a distributed run checks on
     its peers there); an exception from it ends the run."""
     m, steps, dev = len(spec), spec.steps, spec.device
-    block = member_block(m, spec.n_logged, dev, spec.member_block, len(spec.state_names()), len(spec.member_options))
+    block = member_block(m, spec.n_logged, dev, spec.member_block, len(spec.state_names()),
+                         len(spec.member_options) + len(spec.problem_options))
     host = _host_arrays(spec)
     start, t_start = 0, 0
     if spec.resume is not None:

@@ -57,8 +57,16 @@ def _check_bool(name: str, value) -> bool:
 
 def sqrt_rn(x: torch.Tensor) -> torch.Tensor:
     """The correctly rounded float32 square root (SPEC §3c): through float64, whose
-    rounding can never cross a float32 midpoint (torch's CPU float32 sqrt cannot be
-    used: it is MKL's, one ulp off on about 17% of inputs)."""
+    rounding can never cross a float32 midpoint (torch's eager CPU float32 sqrt cannot be
+    used: it is MKL's, one ulp off on about 17% of inputs).
+
+    Traced by torch.compile for the CPU, it is the float32 sqrt itself: Inductor's C++
+    computes it with the IEEE instruction (``_mm256_sqrt_ps``/``_mm512_sqrt_ps``,
+    ``std::sqrt`` in scalar code), the same correctly rounded value without the two
+    conversions to float64 and back (a third of the cost of a normal draw, SPEC §2b). The
+    two differ only in the bits of the NaN of a negative input, which no caller has."""
+    if torch.compiler.is_compiling() and x.device.type == "cpu":
+        return x.sqrt()
     return x.double().sqrt().float()
 
 
@@ -98,6 +106,14 @@ class AdamConstants(NamedTuple):
     w2: torch.Tensor  # float32(1 - beta2), the subtraction in float64
     bc1: torch.Tensor  # float64 (steps,): 1 - beta1**s at step t, s = min(t + 1, 2**24)
     bc2s: torch.Tensor  # float32 (steps,): float32((1 - beta2**s) ** 0.5)
+
+
+def padded_table(values: np.ndarray, steps: int) -> np.ndarray:
+    """A per-step table of ``steps`` rows padded with ones (never read past ``steps``) to a
+    power of two >= :data:`TABLE_MIN`: runs of other lengths then share a compiled graph,
+    which specializes on the tables' length."""
+    pad = max(TABLE_MIN, 1 << max(0, steps - 1).bit_length()) - steps
+    return np.concatenate([values, np.ones(pad, values.dtype)])
 
 
 def step_counts(steps: int) -> list:
@@ -176,11 +192,7 @@ class Adam:
 
     def constants(self, device: torch.device, steps: int) -> AdamConstants:
         beta1, beta2 = self.betas
-        bc1, bc2s = bias_correction_tables(beta1, beta2, steps)
-        # Padded (never read past ``steps``) to a power of two >= 4096: runs of other lengths
-        # then share a compiled graph, which specializes on the tables' length.
-        pad = max(TABLE_MIN, 1 << max(0, steps - 1).bit_length()) - steps
-        bc1, bc2s = np.concatenate([bc1, np.ones(pad)]), np.concatenate([bc2s, np.ones(pad, np.float32)])
+        bc1, bc2s = (padded_table(x, steps) for x in bias_correction_tables(beta1, beta2, steps))
         w1 = self._w1()
 
         def f32(v):

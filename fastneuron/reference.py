@@ -19,13 +19,15 @@ import torch
 @dataclass(frozen=True)
 class StepConfig:
     """What the traced code depends on (Python values, fixed for a run): the batch
-    size, the optimizer and problem classes and the optimizer's flags. Hashable: one
-    compiled graph per config."""
+    size, the optimizer and problem classes and their flags, and whether the lr follows
+    a schedule. Hashable: one compiled graph per config."""
 
     batch_size: int
     optimizer: type
     flags: Any
     problem: type
+    problem_flags: Any = None  # None: the problem's defaults (no noise, uniform x)
+    schedule: bool = False
 
 
 class Constants(NamedTuple):
@@ -34,6 +36,7 @@ class Constants(NamedTuple):
     problem: tuple  # the problem's constants (e.g. problems.LinearConstants)
     optimizer: tuple  # the optimizer's constants (e.g. optim.SGDConstants)
     batch: torch.Tensor  # float32(B): the divisor of the batch mean
+    lr_factors: Optional[torch.Tensor] = None  # float64 (>= steps,): the lr schedule's f[t] (SPEC §3d)
 
 
 class Members(NamedTuple):
@@ -43,6 +46,7 @@ class Members(NamedTuple):
     s_hi: torch.Tensor  # int32 bit pattern of seed >> 32
     neg_lr: torch.Tensor  # float32, -lr (negation is exact)
     options: tuple  # the optimizer's MemberOptions (fields None when off)
+    problem_options: Optional[tuple] = None  # the problem's MemberOptions (None: none used)
 
 
 class State(NamedTuple):
@@ -64,6 +68,12 @@ class History(NamedTuple):
     log_every: int
 
 
+def draw(members: Members, q, consts: Constants, config: StepConfig):
+    """Samples 4q .. 4q+3 of each member's data stream: the problem's four (x, target) pairs."""
+    flags = config.problem.Flags() if config.problem_flags is None else config.problem_flags
+    return config.problem.draw(members.s_lo, members.s_hi, q, consts.problem, flags, members.problem_options)
+
+
 def accumulate(w, b, samples, gw=None, gb=None):
     """Add the gradients of ``samples`` (pairs (x, target) of float32 tensors) at (w, b)
     to the sums (gw, gb), left to right; None starts a sum with its first term."""
@@ -82,10 +92,14 @@ def apply_update(state: State, gw, gb, t, members: Members, consts: Constants, c
     if config.batch_size > 1:
         gw = gw / consts.batch
         gb = gb / consts.batch
+    neg_lr = members.neg_lr
+    if config.schedule:  # SPEC §3d: f32(-(float64(lr) * f[t])), the product in float64
+        # t.reshape(1): a tensor index into the host's table (no .item() in traced code)
+        neg_lr = (neg_lr.to(torch.float64) * consts.lr_factors[t.reshape(1)]).to(torch.float32)
     update = config.optimizer.update
-    w, w_state = update(config.flags, state.weight, gw, state.weight_state, t, members.neg_lr, members.options,
+    w, w_state = update(config.flags, state.weight, gw, state.weight_state, t, neg_lr, members.options,
                         consts.optimizer)
-    b, b_state = update(config.flags, state.bias, gb, state.bias_state, t, members.neg_lr, members.options,
+    b, b_state = update(config.flags, state.bias, gb, state.bias_state, t, neg_lr, members.options,
                         consts.optimizer)
     diverged_at = state.diverged_at
     if track_divergence:  # SPEC §4
@@ -124,7 +138,7 @@ def run_steps(state: State, t0, members: Members, consts: Constants, *, nsteps: 
         for j in range(batch):
             s = k * batch + j
             if s % 4 == 0:
-                block = config.problem.draw(members.s_lo, members.s_hi, q0 + s // 4, consts.problem)
+                block = draw(members, q0 + s // 4, consts, config)
             samples.append(block[s % 4])
         state = step(state, samples, t0 + k, members, consts, config, track_divergence)
         if record:
@@ -178,7 +192,7 @@ def run_samples(state: State, partial, n0, steps, ends, members: Members, consts
     ws, bs = [], []
     for i in range(steps.shape[0]):
         if i % 4 == 0:
-            block = config.problem.draw(members.s_lo, members.s_hi, q0 + i // 4, consts.problem)
+            block = draw(members, q0 + i // 4, consts, config)
         gw, gb = accumulate(state.weight, state.bias, [block[i % 4]], gw, gb)
         end = ends[i]
         new = apply_update(state, gw, gb, steps[i], members, consts, config, track_divergence=False)

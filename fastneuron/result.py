@@ -74,7 +74,8 @@ class TrainResult:
         lrs: float32 tensor (M,), each member's learning rate.
         member_options: dict of the optimizer's per-member options by name, each a
             float32 tensor (M,) and also an attribute (SGD: ``result.momentum``,
-            ``result.weight_decay``).
+            ``result.weight_decay``), then the problem's that some member uses
+            (``noise``, when label noise is on).
         weight: float32 tensor (M,), the final weight; NaN where the member diverged.
         bias: float32 tensor (M,), the final bias; NaN where the member diverged.
         diverged_at: int64 tensor (M,), the step (0-based) that made w or b
@@ -127,7 +128,7 @@ class TrainResult:
         return _settings_problem(self.settings)
 
     def _risk(self, w, b) -> torch.Tensor:
-        return self.problem.population_risk(w, b)
+        return self.problem.population_risk(w, b, self.member_options)
 
     @property
     def risk(self) -> torch.Tensor:
@@ -280,4 +281,7 @@ def _settings_problem(settings: dict):
     """The problem object ``settings`` describe (KeyError, TypeError or ValueError when
     they do not)."""
     cls = PROBLEMS[settings.get("problem", "linear")]
-    return cls(**{k: settings[k] for k in run_option_names(cls)})
+    # What a default problem records is required; options recorded only when used (Gaussian
+    # x's, when x is uniform) take their defaults when absent.
+    required = cls().settings()
+    return cls(**{k: settings[k] for k in run_option_names(cls) if k in settings or k in required})

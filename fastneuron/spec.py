@@ -28,6 +28,8 @@ from .problems import PROBLEMS
 from .reference import Constants, Members, StepConfig
 from .result import TrainResult
 from .rng import split_seeds
+from .optim_adam import padded_table
+from .schedules import check_lr_range, make_schedule, schedule_settings
 
 #: Settings that are not part of what a run computes: a resumed run may change them.
 EXECUTION_KEYS = ("backend", "device")
@@ -40,6 +42,7 @@ class RunSpec:
     seeds: torch.Tensor  # int64: the two's complement of each seed in [0, 2**64)
     lrs: torch.Tensor  # float32
     member_options: dict  # the optimizer's per-member options by name, float32 (a stride-0 view if shared)
+    problem_options: dict  # the problem's per-member options by name (noise), likewise
     steps: int
     batch_size: int
     log_every: Optional[int]
@@ -54,12 +57,13 @@ class RunSpec:
     member_block: Optional[int] = None
     distributed: bool = False
     seeds_shared: bool = True  # ``seeds`` may be the caller's memory: results copy it
+    lr_schedule: Any = None  # a schedule object (fastneuron.schedules), None for a constant lr
 
     # -- building ---------------------------------------------------------------
     @classmethod
     def build(cls, seeds, lrs, steps, *, optimizer: str = "sgd", problem: str = "linear", batch_size=1,
               log_every=None, backend="auto", device=None, progress=None, checkpoint=None, checkpoint_every=5.0,
-              resume=None, member_block=None, distributed=False, **options) -> "RunSpec":
+              resume=None, member_block=None, distributed=False, lr_schedule=None, **options) -> "RunSpec":
         """Validate ``train()``'s arguments (see its docstring); ValueError naming the bad one.
 
         ``options`` are the optimizer's (per-member and run-wide) and the problem's."""
@@ -67,9 +71,10 @@ class RunSpec:
         prob_cls = _lookup("problem", problem, PROBLEMS)
         member_names, opt_names, prob_names = opt_cls.MEMBER_OPTIONS, run_option_names(opt_cls), \
             run_option_names(prob_cls)
-        unknown = sorted(set(options) - set(member_names) - set(opt_names) - set(prob_names))
+        prob_member_names = prob_cls.MEMBER_OPTIONS
+        unknown = sorted(set(options) - set(member_names) - set(opt_names) - set(prob_names) - set(prob_member_names))
         if unknown:
-            known = sorted({*member_names, *opt_names, *prob_names})
+            known = sorted({*member_names, *opt_names, *prob_names, *prob_member_names})
             raise ValueError(f"unknown option {unknown[0]!r} for optimizer {optimizer!r} and problem {problem!r}; "
                              f"they take: {', '.join(known)}")
         seeds_in, seeds = seeds, V.seeds_to_int64(seeds)
@@ -77,11 +82,21 @@ class RunSpec:
         if m == 0:
             raise ValueError("seeds is empty: a run needs at least one member")
         lrs = V.per_member("lrs", lrs, m, lo=0.0, lo_open=True)
-        member_options = {name: V.per_member(name, options.get(name, b.default), m, lo=b.lo, lo_open=b.lo_open,
-                                             hi=b.hi) for name, b in member_names.items()}
+        member_options, problem_options = ({name: V.per_member(name, options.get(name, b.default), m, lo=b.lo,
+                                                               lo_open=b.lo_open, hi=b.hi) for name, b in names.items()}
+                                           for names in (member_names, prob_member_names))
         opt = opt_cls(**{k: options[k] for k in opt_names if k in options})
         opt.flags(member_options)  # run-wide checks that need the members (e.g. nesterov)
         prob = prob_cls(**{k: options[k] for k in prob_names if k in options})
+        steps = V.check_int("steps", steps, 0)
+        schedule = make_schedule(lr_schedule)
+        if schedule is not None:
+            if opt_cls.name != "sgd":
+                raise ValueError(f"lr_schedule works with optimizer='sgd' (torch.optim.SGD under LambdaLR), "
+                                 f"not {opt_cls.name!r}")
+            # A bad factor (negative, not finite) is refused here, naming its step, and so is an lr
+            # that leaves float32's range (torch.optim refuses it too).
+            check_lr_range(schedule.factors(steps), float(lrs.max()))
         # Arrays of 64-bit integers are used in place (V.seeds_to_int64); all else is ours.
         seeds_shared = isinstance(seeds_in, (np.ndarray, torch.Tensor))
         checkpoint_every = V.check_float("checkpoint_every", checkpoint_every)
@@ -90,14 +105,14 @@ class RunSpec:
         check_writable("checkpoint", checkpoint)
         dev = V.check_device(device)
         return cls(
-            seeds=seeds, lrs=lrs, member_options=member_options, steps=V.check_int("steps", steps, 0),
+            seeds=seeds, lrs=lrs, member_options=member_options, problem_options=problem_options, steps=steps,
             batch_size=V.check_int("batch_size", batch_size, 1),
             log_every=None if log_every is None else V.check_int("log_every", log_every, 1),
             optimizer=opt, problem=prob, backend=kernels.resolve(backend, dev, opt.name, prob.name), device=dev,
             progress=progress, checkpoint=_path(checkpoint), checkpoint_every=checkpoint_every,
             resume=_path(resume),
             member_block=None if member_block is None else V.check_int("member_block", member_block, 1),
-            distributed=bool(distributed), seeds_shared=seeds_shared,
+            distributed=bool(distributed), seeds_shared=seeds_shared, lr_schedule=schedule,
         )
 
     # -- what the run is ----------------------------------------------------------
@@ -107,8 +122,9 @@ class RunSpec:
     @property
     def settings(self) -> dict:
         """The run-wide settings, as results and checkpoints record them."""
+        schedule = {} if self.lr_schedule is None else schedule_settings(self.lr_schedule, self.steps)
         return {"steps": self.steps, "batch_size": self.batch_size, "log_every": self.log_every,
-                "optimizer": self.optimizer.name, **self.optimizer.settings(),
+                "optimizer": self.optimizer.name, **self.optimizer.settings(), **schedule,
                 "problem": self.problem.name, **self.problem.settings(),
                 "backend": self.backend, "device": str(self.device)}
 
@@ -120,9 +136,10 @@ class RunSpec:
     @functools.cached_property
     def digest(self) -> str:
         """SHA-256 of the members: their count, then each per-member array's dtype and bytes
-        (seeds, lrs, the optimizer's options in order)."""
+        (seeds, lrs, the optimizer's options in order, then the problem's that some member
+        uses: a run without noise has the digest it had before noise existed)."""
         h = hashlib.sha256(str(len(self)).encode())
-        for x in (self.seeds, self.lrs, *self.member_options.values()):
+        for x in (self.seeds, self.lrs, *self.member_options.values(), *self.used_problem_options.values()):
             h.update(str(x.dtype).encode())
             h.update(x.contiguous().numpy())  # the array's buffer: no copy of its bytes
         return h.hexdigest()
@@ -132,10 +149,22 @@ class RunSpec:
         """The optimizer's static flags for these members."""
         return self.optimizer.flags(self.member_options)
 
+    @functools.cached_property
+    def problem_flags(self):
+        """The problem's static flags for these members."""
+        return self.problem.flags(self.problem_options)
+
+    @property
+    def used_problem_options(self) -> dict:
+        """The problem's per-member options some member uses (a flag named like the option
+        and False says none does, as for the optimizer's)."""
+        return {k: v for k, v in self.problem_options.items() if getattr(self.problem_flags, k, True)}
+
     @property
     def config(self) -> StepConfig:
         return StepConfig(batch_size=self.batch_size, optimizer=type(self.optimizer), flags=self.flags,
-                          problem=type(self.problem))
+                          problem=type(self.problem), problem_flags=self.problem_flags,
+                          schedule=self.lr_schedule is not None)
 
     def state_names(self) -> tuple[str, ...]:
         """The optimizer's state per parameter (e.g. ``("buf",)``)."""
@@ -152,8 +181,11 @@ class RunSpec:
 
     # -- cutting ------------------------------------------------------------------
     def constants(self, device: torch.device) -> Constants:
+        factors = None
+        if self.lr_schedule is not None:  # float64 (steps,), padded as Adam's tables
+            factors = torch.from_numpy(padded_table(self.lr_schedule.factors(self.steps), self.steps)).to(device)
         return Constants(problem=self.problem.constants(device), optimizer=self.optimizer.constants(device, self.steps),
-                         batch=torch.tensor(np.float32(self.batch_size), device=device))
+                         batch=torch.tensor(np.float32(self.batch_size), device=device), lr_factors=factors)
 
     def block(self, start: int, stop: int, device: torch.device, pad: int = 0) -> Members:
         """Per-member constants of members [start, stop) on ``device`` (``pad`` extra
@@ -163,10 +195,14 @@ class RunSpec:
         view here would make torch.compile guard on its base."""
         s_lo, s_hi = split_seeds(take(self.seeds, start, stop, device, pad, copy=False))
         # A flag named like an option and False says that no member uses it (optim.py).
-        options = {name: take(x, start, stop, device, pad) if getattr(self.flags, name, True) else None
-                   for name, x in self.member_options.items()}
+        def options(values: dict, flags) -> dict:
+            return {name: take(x, start, stop, device, pad) if getattr(flags, name, True) else None
+                    for name, x in values.items()}
+
         return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=-take(self.lrs, start, stop, device, pad, copy=False),
-                       options=self.optimizer.MemberOptions(**options))
+                       options=self.optimizer.MemberOptions(**options(self.member_options, self.flags)),
+                       problem_options=self.problem.MemberOptions(**options(self.problem_options,
+                                                                            self.problem_flags)))
 
     def shard(self, start: int, stop: int, device: torch.device, suffix: str, progress: Optional[bool]) -> "RunSpec":
         """Members [start, stop) as a run of their own on ``device`` (one rank's part of a
@@ -174,7 +210,8 @@ class RunSpec:
         backend = kernels.resolve(self.backend, device, self.optimizer.name, self.problem.name)
         return dataclasses.replace(
             self, seeds=self.seeds[start:stop], lrs=self.lrs[start:stop],
-            member_options={k: v[start:stop] for k, v in self.member_options.items()}, device=device,
+            member_options={k: v[start:stop] for k, v in self.member_options.items()},
+            problem_options={k: v[start:stop] for k, v in self.problem_options.items()}, device=device,
             backend=backend, progress=progress, distributed=False,
             checkpoint=None if self.checkpoint is None else self.checkpoint + suffix,
             resume=None if self.resume is None else self.resume + suffix)
@@ -185,7 +222,8 @@ class RunSpec:
         seeds = self.seeds.numpy().view(np.uint64)
         return TrainResult(
             seeds=seeds.copy() if self.seeds_shared else seeds, lrs=self.lrs,
-            member_options=dict(self.member_options), weight=weight, bias=bias, diverged_at=diverged_at,
+            member_options={**self.member_options, **self.used_problem_options}, weight=weight, bias=bias,
+            diverged_at=diverged_at,
             settings={**self.settings, **extra_settings}, history_steps=self.logged_steps,
             history_weight=history_weight, history_bias=history_bias)
 

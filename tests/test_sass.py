@@ -20,7 +20,14 @@ MAX_REGS = 64
 #: The issue's instruction budgets per neuron-step (issue 11): base <= 34 (about 1e12
 #: neuron-steps/s issue-bound on an H200), momentum <= 45.
 BUDGET = {"base": 34, "momentum": 45}
-FUSED = [("base", {}), ("batch3", {"BATCH": 3})]  # with enable_fp_fusion=True: the negative control
+#: With enable_fp_fusion=True: the negative control (normal+noise: the Box–Muller normals,
+#: whose division and square root FFMAs are recognized, must not hide contracted ones).
+FUSED = [("base", {}), ("batch3", {"BATCH": 3}), ("normal+noise", {"NORMAL": True, "NOISE": True})]
+
+
+def _box_muller(r) -> bool:
+    """Whether the variant draws normals (NOISE or NORMAL: tl.math.div_rn and sqrt_rn)."""
+    return bool(r["constexprs"].get("NOISE") or r["constexprs"].get("NORMAL"))
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +42,10 @@ def rows():
 def test_no_ffma_outside_division(rows, name):
     r = rows[name]
     assert r["ffma_outside_division"] == 0, f"{name}: {r['ffma_kernel']} FFMA, {r['ffma_division_kernel']} in division"
-    if r["constexprs"]["BATCH"] == 1:
-        assert r["ffma_kernel"] == 0
+    if r["constexprs"]["BATCH"] == 1 and not _box_muller(r):
+        assert r["ffma_kernel"] == 0  # no IEEE division or square root at all
+    if _box_muller(r):  # the normals' div_rn and sqrt_rn: their Newton steps, and slow-path calls
+        assert r["ffma_division_kernel"] > 0 and r["slow_path_calls_in_loop"] > 0
 
 
 @pytest.mark.parametrize("name", list(sass.VARIANTS))
@@ -47,6 +56,11 @@ def test_loop_has_no_local_memory_and_is_the_group_loop(rows, name):
     # the loop over groups, and the per-step divisor is right.
     assert r["divergence_checks_in_loop"] == 2 * r["neuron_steps_per_iteration"]
     assert r["instructions_per_neuron_step"] > 0
+    # the slow-path call blocks: two div.rn a step for the batch mean (B > 1), and per sample
+    # one for each Box–Muller stream (NORMAL's x, NOISE's eps: a div.rn and a sqrt.rn a pair)
+    cx = r["constexprs"]
+    per_step = (2 if cx["BATCH"] > 1 else 0) + cx["BATCH"] * (int(cx["NOISE"]) + int(cx["NORMAL"]))
+    assert r["slow_path_calls_in_loop"] == per_step * r["neuron_steps_per_iteration"]
 
 
 @pytest.mark.parametrize("name", list(sass.VARIANTS))
@@ -84,6 +98,10 @@ def test_fusion_is_caught(rows):
     while those of the division are counted the same."""
     assert rows["fused base"]["ffma_outside_division"] > 0
     assert rows["fused batch3"]["ffma_outside_division"] > 0
+    # Box–Muller: the polynomials and a*x + c + sigma*eps contract, the IEEE division's and
+    # square root's FFMAs are recognized as many as without fusion, no more.
+    assert rows["fused normal+noise"]["ffma_outside_division"] > 0
+    assert rows["fused normal+noise"]["ffma_division_kernel"] == rows["normal+noise"]["ffma_division_kernel"] > 0
     # (The division FFMAs are found by following the divisor and its reciprocal through
     # registers, a heuristic: with fusion on, ptxas' different allocation lets it claim
     # more, 132 against 112 with triton 3.9 and .maxnreg 64, since a uniform divisor's
@@ -106,11 +124,18 @@ def test_kernel_source_matches_the_module():
     """The kernel is compiled from triton_sgd.py's source: same constants, same signature."""
     from fastneuron.kernels import triton_sgd
     ns = sass.kernel_namespace()
-    for name in ("BLOCK_SIZE", "NUM_WARPS", "ENABLE_FP_FUSION", "MAX_UNROLLED_SAMPLES", "MAX_REGISTERS"):
+    for name in ("BLOCK_SIZE", "BOX_MULLER_BLOCK_SIZE", "NUM_WARPS", "ENABLE_FP_FUSION", "MAX_UNROLLED_SAMPLES",
+                 "MAX_REGISTERS"):
         assert ns[name] == getattr(triton_sgd, name)
     assert ns["PTX_PHILOX"]  # compiled for CUDA: the inline-PTX Philox (the tests interpret tl.philox)
     assert ns["sgd_kernel"].arg_names == triton_sgd.sgd_kernel.arg_names
     assert sass.launch_constexprs(BATCH=3)["GROUP"] == 4 and sass.launch_constexprs(BATCH=2)["GROUP"] == 2
+    # the launcher's block size rule: one member a thread when the kernel draws normals
+    for flags in ({}, {"NOISE": True}, {"NORMAL": True}, {"NOISE": True, "NORMAL": True}, {"SCHEDULE": True}):
+        assert sass.launch_constexprs(**flags)["BLOCK"] == triton_sgd.launch_block_size(**flags)
+    assert sass.launch_constexprs()["BLOCK"] == triton_sgd.BLOCK_SIZE
+    assert sass.launch_constexprs(NOISE=True)["BLOCK"] == triton_sgd.BOX_MULLER_BLOCK_SIZE
+    assert sass.launch_constexprs(NORMAL=True)["BLOCK"] == triton_sgd.BOX_MULLER_BLOCK_SIZE
 
 
 def test_cli_writes_header_and_json(rows, tmp_path, capsys):
@@ -166,8 +191,10 @@ def test_adam_loop_has_no_local_memory_and_is_the_group_loop(adam_rows, name):
     assert r["local_memory_in_loop"] == 0 and r["n_spills"] == 0
     assert r["divergence_checks_in_loop"] == 2 * r["neuron_steps_per_iteration"]
     # two sqrt.rn and two div.rn a neuron-step, each with its slow path's call block (batch
-    # > 1: two more div.rn for the batch mean)
-    per_step = 4 + (2 if r["constexprs"]["BATCH"] > 1 else 0)
+    # > 1: two more div.rn for the batch mean); NOISE and NORMAL: each stream's Box–Muller,
+    # one div.rn and one sqrt.rn per two samples, one call a sample
+    cx = r["constexprs"]
+    per_step = 4 + (2 if cx["BATCH"] > 1 else 0) + cx["BATCH"] * (int(cx["NOISE"]) + int(cx["NORMAL"]))
     assert r["slow_path_calls_in_loop"] == per_step * r["neuron_steps_per_iteration"]
     assert 0 < r["fast_path_instructions_per_neuron_step"] < r["instructions_per_neuron_step"]
 

@@ -15,7 +15,7 @@ from conftest import DEVICES, SPEC_VECTORS, requires_cuda, requires_triton
 
 import fastneuron as fn
 from fastneuron.optim import SGD, SGDConstants, SGDFlags, SGDOptions
-from fastneuron.problems import LinearConstants, LinearTarget
+from fastneuron.problems import LinearTarget
 from fastneuron.reference import Constants, History, Members, State, StepConfig, run_steps
 from fastneuron.rng import init_params, split_seeds
 
@@ -162,7 +162,7 @@ def test_sample_loop_path(monkeypatch, batch_size):
 
 def _consts(device, *, a=2.0, c=1.0, lo=1.0, hi=5.0, batch=1, dampening=0.0):
     f32 = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
-    return Constants(problem=LinearConstants(a=f32(a), c=f32(c), lo=f32(lo), span=f32(hi - lo)),
+    return Constants(problem=LinearTarget(a=a, c=c, lo=lo, hi=hi).constants(device),
                      optimizer=SGDConstants(one_minus_dampening=f32(1.0 - dampening)), batch=f32(batch))
 
 

@@ -59,9 +59,25 @@ def _values(state: State) -> list:
     return [state.weight, state.bias, *state.weight_state, *state.bias_state]
 
 
+#: Samples per compiled call when the problem draws normals (label noise or Gaussian x,
+#: SPEC §2b): each Box-Muller pair adds ~45 ops to the graph, and Inductor's code
+#: generation costs about a millisecond per op and variant (see segment_samples).
+NORMAL_SEGMENT_SAMPLES = 4
+
+
+def segment_samples(config: StepConfig) -> int:
+    """Samples per compiled call: :data:`SEGMENT_SAMPLES`, or :data:`NORMAL_SEGMENT_SAMPLES`
+    when the problem draws normals."""
+    flags = config.problem_flags
+    if flags is not None and (getattr(flags, "noise", False) or getattr(flags, "normal", False)):
+        return NORMAL_SEGMENT_SAMPLES
+    return SEGMENT_SAMPLES
+
+
 def _whole_steps(config: StepConfig) -> int:
-    """Steps per segment when B divides 12, else 0 (segments cut by samples)."""
-    return SEGMENT_SAMPLES // config.batch_size if SEGMENT_SAMPLES % config.batch_size == 0 else 0
+    """Steps per segment when B divides the segment's samples, else 0 (segments cut by samples)."""
+    n = segment_samples(config)
+    return n // config.batch_size if n % config.batch_size == 0 else 0
 
 
 def _segment_fn(state: State, partial, out: State, out_partial, first: torch.Tensor, where, members: Members,
@@ -105,6 +121,10 @@ def _options(device_type: str) -> dict:
         # Inductor's Triton kernels contract a*b + c into an FMA unless asked to keep
         # eager's separately rounded ops; SPEC §3 forbids the FMA.
         options["emulate_precision_casts"] = True
+        # ... and lowers x / y to the approximate div.full.f32 unless asked for the IEEE
+        # division (SPEC §2b's log, the batch mean, Adam); subnormals are kept as on a CPU.
+        options["eager_numerics.division_rounding"] = True
+        options["eager_numerics.disable_ftz"] = True
     return options
 
 
@@ -202,7 +222,7 @@ class CompiledStepper:
         segment = compiled_segment(config, record, state.weight.device.type)
         mark_members_dynamic(members)
         probes = []
-        k, batch = _whole_steps(config), config.batch_size
+        k, batch, n_seg = _whole_steps(config), config.batch_size, segment_samples(config)
 
         def compiled(cur: State, partial, first: int):
             (out, out_partial), spares[:] = spares[0], spares[::-1]
@@ -210,7 +230,7 @@ class CompiledStepper:
             mark_members_dynamic(cur, out, partial, out_partial)
             dev = cur.weight.device
             at = torch.tensor(first, dtype=torch.int64, device=dev)
-            where = () if k else sample_steps(first, SEGMENT_SAMPLES, batch, dev)
+            where = () if k else sample_steps(first, n_seg, batch, dev)
             with torch._dynamo.config.patch(_DYNAMO_CONFIG):
                 recorded, probe = segment(cur, partial, out, out_partial, at, where, members, consts)
             probes.append(probe)
@@ -232,8 +252,8 @@ class CompiledStepper:
             partial = (torch.full_like(state.weight, -0.0), torch.full_like(state.weight, -0.0))
             i, stop = t0 * batch, (t0 + nsteps) * batch
             while i < stop:
-                n = min(SEGMENT_SAMPLES, stop - i)
-                if n == SEGMENT_SAMPLES:
+                n = min(n_seg, stop - i)
+                if n == n_seg:
                     state, partial, recorded = compiled(state, partial, i)
                 else:
                     state, partial, recorded = run_samples(state, partial, torch.tensor(i),

@@ -4,15 +4,18 @@ Two kernels (:data:`KERNELS`): ``triton_sgd.sgd_kernel`` (its option sets in
 :data:`VARIANTS`) and ``triton_adam.adam_kernel`` (Adam, AdamW, RMSprop; :data:`ADAM_VARIANTS`),
 each compiled from its module's source after ``triton_common.py``'s (the shared Philox,
 sampling and history helpers). What follows says it for the SGD kernel; the Adam kernel is
-compiled and analyzed the same way, with two more figures: its IEEE square roots'
-FFMAs count with division's (MUFU.RSQ's radicand and result), and the float64 fmas
-(DFMA) of its exact ``lr / bc1`` are counted apart. ``fast_path_instructions_per_neuron_step``
+compiled and analyzed the same way, with one more figure: the float64 fmas (DFMA) of its
+exact ``lr / bc1`` are counted apart. In both kernels the FFMAs of IEEE square roots
+(``tl.math.sqrt_rn``: Adam's and RMSprop's updates, and the Box–Muller normals of NOISE and
+NORMAL, SPEC §2b, which also divide with ``tl.math.div_rn``) count with division's
+(MUFU.RSQ's radicand and result). ``fast_path_instructions_per_neuron_step``
 leaves out the call blocks of division's and square root's slow paths (argument moves,
 CALL, jump back), which run only for zero, denormal, inf, NaN or extreme operands.
 
 ``python -m fastneuron.kernels.sass [--json PATH]`` compiles ``triton_sgd.sgd_kernel``
 ahead of time for ``GPUTarget("cuda", 90, 32)`` (Triton builds sm_90a) with what
-``triton_sgd._launch`` passes: BLOCK = BLOCK_SIZE, num_warps = NUM_WARPS, GROUP =
+``triton_sgd._launch`` passes: BLOCK = ``launch_block_size(**constexprs)`` (BLOCK_SIZE,
+or BOX_MULLER_BLOCK_SIZE with NOISE or NORMAL), num_warps = NUM_WARPS, GROUP =
 4 // gcd(B, 4), UNROLL = GROUP*B <= MAX_UNROLLED_SAMPLES, enable_fp_fusion =
 ENABLE_FP_FUSION, maxnreg = MAX_REGISTERS (ptxas .maxnreg; none where the module has no
 such constant), and the CUDA path of its Philox (PTX_PHILOX: the interpreter off), with
@@ -28,8 +31,10 @@ for CUDA tensors and a member count divisible by 16. It disassembles the cubin w
 - registers and spills (``cuobjdump -res-usage``: REG, and LOCAL bytes / 4 as the
   driver's ``n_spills``) and the blocks per SM that the registers allow;
 - FFMAs: SPEC §3 forbids contracting w*x + b, so none may appear but in IEEE division
-  (``tl.math.div_rn``, BATCH > 1): the FFMAs of a called subroutine (the slow path) or
-  reading the divisor or its reciprocal (the fast path's Newton steps) count apart;
+  (``tl.math.div_rn``: the batch mean when BATCH > 1, the normals' log) and square root
+  (``tl.math.sqrt_rn``: the normals' radius): the FFMAs of a called subroutine (the slow
+  path) or reading the divisor or its reciprocal, the radicand or its reciprocal square
+  root (the fast path's Newton steps) count apart;
 - local-memory accesses (LDL/STL) in the loop;
 - the issue-bound estimate: 132 SMs x 4 schedulers x 32 lanes x 1.98e9 Hz / instructions
   per neuron-step (41.5 -> about 8.06e11 neuron-steps/s).
@@ -66,6 +71,7 @@ from pathlib import Path
 KERNEL_SOURCE = Path(__file__).with_name("triton_sgd.py")
 ADAM_SOURCE = Path(__file__).with_name("triton_adam.py")
 COMMON_SOURCE = Path(__file__).with_name("triton_common.py")  # the helpers both kernels call
+NORMAL_SOURCE = Path(__file__).with_name("triton_normal.py")  # the normals triton_common calls
 TARGET = ("cuda", 90, 32)
 SMS, SCHEDULERS, LANES, CLOCK_HZ = 132, 4, 32, 1.98e9  # H200 (SXM)
 REGS_PER_SM, MAX_THREADS_PER_SM, MAX_BLOCKS_PER_SM = 65536, 2048, 32
@@ -83,6 +89,12 @@ VARIANTS = {
     "batch3 all+history": {"BATCH": 3, "WEIGHT_DECAY": True, "MOMENTUM": True, "NESTEROV": True,
                            "HISTORY": True},
     "init": {"INIT": True},  # TritonStepper.init: a launch with nsteps = 0
+    # SPEC §2b, §3d: label noise, Gaussian x, the lr schedule.
+    "noise": {"NOISE": True},
+    "normal": {"NORMAL": True},
+    "normal+noise": {"NORMAL": True, "NOISE": True},
+    "schedule": {"SCHEDULE": True},
+    "noise+schedule momentum": {"NOISE": True, "SCHEDULE": True, "MOMENTUM": True},
 }
 
 #: The Adam kernel's option sets (``triton_adam.adam_kernel``; OPTIMIZER 0 Adam, 1 AdamW,
@@ -102,6 +114,8 @@ ADAM_VARIANTS = {
     "rmsprop all+history": {"OPTIMIZER": 2, "WEIGHT_DECAY": True, "CENTERED": True, "MOMENTUM": True,
                             "HISTORY": True},
     "rmsprop batch3 all": {"OPTIMIZER": 2, "BATCH": 3, "WEIGHT_DECAY": True, "CENTERED": True, "MOMENTUM": True},
+    "adam noise": {"NOISE": True},
+    "adam normal+noise": {"NORMAL": True, "NOISE": True},
 }
 
 
@@ -119,12 +133,14 @@ class KernelInfo:
 
 
 KERNELS = {
-    "sgd": KernelInfo(KERNEL_SOURCE, "sgd_kernel", {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64"},
-                      dict(INIT=False, WEIGHT_DECAY=False, MOMENTUM=False, NESTEROV=False, HISTORY=False), VARIANTS),
+    "sgd": KernelInfo(KERNEL_SOURCE, "sgd_kernel",
+                      {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64", "fac_ptr": "*fp64"},
+                      dict(INIT=False, WEIGHT_DECAY=False, MOMENTUM=False, NESTEROV=False, HISTORY=False, NOISE=False,
+                           NORMAL=False, SCHEDULE=False), VARIANTS),
     "adam": KernelInfo(ADAM_SOURCE, "adam_kernel",
                        {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64", "tab_ptr": "*fp64"},
                        dict(OPTIMIZER=0, WEIGHT_DECAY=False, AMSGRAD=False, LERP_SMALL=True, CENTERED=False,
-                            MOMENTUM=False, HISTORY=False), ADAM_VARIANTS),
+                            MOMENTUM=False, HISTORY=False, NOISE=False, NORMAL=False), ADAM_VARIANTS),
 }
 
 
@@ -156,15 +172,23 @@ def _no_interpreter():
             os.environ["TRITON_INTERPRET"] = saved
 
 
+#: Plain functions of a kernel module that the report runs as its launcher does (they
+#: use the module's constants only): ``launch_block_size(**constexprs)``, the BLOCK
+#: ``_launch`` passes on a GPU (triton_sgd.py; without it, the module's BLOCK_SIZE).
+LAUNCH_RULES = ("launch_block_size",)
+
+
 def _kept_statements(path: Path) -> list:
     """The statements of ``path`` that build a kernel: its triton/math imports, its
-    constants and its ``@triton.jit`` functions (nothing that needs torch or the package)."""
+    constants, its ``@triton.jit`` functions and its :data:`LAUNCH_RULES` (nothing that
+    needs torch or the package)."""
     def wanted(node) -> bool:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
             return all(n.split(".")[0] in ("__future__", "triton", "math") for n in names)
         return isinstance(node, (ast.Assign, ast.AnnAssign)) or (
-            isinstance(node, ast.FunctionDef) and any("jit" in ast.unparse(d) for d in node.decorator_list))
+            isinstance(node, ast.FunctionDef) and (node.name in LAUNCH_RULES
+                                                   or any("jit" in ast.unparse(d) for d in node.decorator_list)))
 
     return [node for node in ast.parse(path.read_text(), str(path)).body if wanted(node)]
 
@@ -183,7 +207,7 @@ def kernel_namespace(kernel: str = "sgd") -> dict:
     info = KERNELS[kernel]
     ns = {"__name__": f"fastneuron.kernels._{info.source.stem}_aot", "__file__": str(info.source)}
     with _no_interpreter():
-        for path in (COMMON_SOURCE, info.source):
+        for path in (NORMAL_SOURCE, COMMON_SOURCE, info.source):
             keep = _kept_statements(path)
             flags = sum(getattr(__future__, a.name).compiler_flag for node in keep
                         if isinstance(node, ast.ImportFrom) and node.module == "__future__" for a in node.names)
@@ -208,7 +232,10 @@ def launch_constexprs(BATCH: int = 1, kernel: str = "sgd", **flags) -> dict:
                UNROLL=group * BATCH <= ns["MAX_UNROLLED_SAMPLES"], **KERNELS[kernel].options)
     if set(flags) - set(out):
         raise ValueError(f"unknown constexprs {sorted(set(flags) - set(out))}")
-    return {**out, **flags}
+    out.update(flags)
+    if "launch_block_size" in ns and "BLOCK" not in flags:  # the launcher's rule (triton_sgd)
+        out["BLOCK"] = ns["launch_block_size"](**out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -486,7 +513,7 @@ def header(kernels=("sgd",)) -> dict:
     """Date, triton and ptxas versions, target and commit of a report on ``kernels`` (keys
     of :data:`KERNELS`), with each kernel's source and its hash."""
     import triton
-    sources = [COMMON_SOURCE] + [KERNELS[k].source for k in kernels]
+    sources = [NORMAL_SOURCE, COMMON_SOURCE] + [KERNELS[k].source for k in kernels]
     modified = [p.name for p in sources if _output("git", "status", "--porcelain", p.name)]
     head = {"date": datetime.date.today().isoformat(), "triton": triton.__version__,
             "ptxas": " ".join(re.findall(r"release \S+ V\S+", _output(str(_tool("ptxas")), "--version"))),
@@ -496,8 +523,9 @@ def header(kernels=("sgd",)) -> dict:
         info = KERNELS[k]
         head["kernel" if k == "sgd" else f"kernel {k}"] = (
             f"fastneuron/kernels/{info.source.name}:{info.function}, source sha256 "
-            + hashlib.sha256(info.source.read_bytes() + COMMON_SOURCE.read_bytes()).hexdigest()[:12]
-            + f" (with {COMMON_SOURCE.name})")
+            + hashlib.sha256(info.source.read_bytes() + COMMON_SOURCE.read_bytes()
+                             + NORMAL_SOURCE.read_bytes()).hexdigest()[:12]
+            + f" (with {COMMON_SOURCE.name}, {NORMAL_SOURCE.name})")
     return head
 
 

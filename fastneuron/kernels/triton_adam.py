@@ -46,7 +46,8 @@ import triton.language as tl
 
 from fastneuron._validate import check_int
 from fastneuron.kernels.triton_common import (FLT_MAX, _check_history, _check_members_base, _check_tensor,
-                                              _draw, _grad, _log, _unrolled_grad)
+                                              _grad_step, _log, _unrolled_grad, problem_kernel_flags,
+                                              problem_member_options)
 from fastneuron.problems import LinearTarget
 
 #: Members per program and warps per program on a GPU: one member a thread (128 threads).
@@ -76,9 +77,9 @@ RMSPROP = tl.constexpr(2)
 OPTIMIZER_CODES = {"adam": 0, "adamw": 1, "rmsprop": 2}
 
 #: The run-wide float32 constants, in the order the kernel reads them from ``prob_ptr``:
-#: the problem's, float32(B), then the optimizer's (Adam: w1 = f32(1 - beta1), b2 =
-#: f32(beta2), w2 = f32(1 - beta2); RMSprop: f32(momentum), then unused).
-N_CONSTANTS = 8
+#: a, c, lo, span, float32(B), then the optimizer's (Adam: w1 = f32(1 - beta1), b2 =
+#: f32(beta2), w2 = f32(1 - beta2); RMSprop: f32(momentum), then unused), then x_mean, x_std.
+N_CONSTANTS = 10
 
 
 @triton.jit
@@ -210,13 +211,14 @@ def _finish_step(i, gw, gb, w, b, mw, mb, vw, vb, xw, xb, n_bad, tab_ptr,
 
 @triton.jit(do_not_specialize=["t0", "nsteps", "log_every"])
 def adam_kernel(
-    s_lo_ptr, s_hi_ptr, neg_lr_ptr, eps_ptr, wd_ptr, alpha_ptr, prob_ptr, tab_ptr,
+    s_lo_ptr, s_hi_ptr, neg_lr_ptr, eps_ptr, wd_ptr, alpha_ptr, noise_ptr, prob_ptr, tab_ptr,
     w_ptr, b_ptr, s0w_ptr, s0b_ptr, s1w_ptr, s1b_ptr, s2w_ptr, s2b_ptr, div_ptr,
     hist_w_ptr, hist_b_ptr,
     n_members, t0, nsteps, log_every,
     BLOCK: tl.constexpr, BATCH: tl.constexpr, GROUP: tl.constexpr, UNROLL: tl.constexpr,
     OPTIMIZER: tl.constexpr, WEIGHT_DECAY: tl.constexpr, AMSGRAD: tl.constexpr, LERP_SMALL: tl.constexpr,
-    CENTERED: tl.constexpr, MOMENTUM: tl.constexpr, HISTORY: tl.constexpr,
+    CENTERED: tl.constexpr, MOMENTUM: tl.constexpr, HISTORY: tl.constexpr, NOISE: tl.constexpr,
+    NORMAL: tl.constexpr,
 ):
     """Steps ``t0 .. t0 + nsteps - 1`` of Adam, AdamW or RMSprop for BLOCK members (SPEC §2-§4).
 
@@ -227,9 +229,10 @@ def adam_kernel(
     - ``eps_ptr``: float32 (M,), eps.
     - ``wd_ptr``: float32 (M,), weight decay; read only when WEIGHT_DECAY.
     - ``alpha_ptr``: float32 (M,), RMSprop's alpha; read only when OPTIMIZER == RMSPROP.
-    - ``prob_ptr``: float32 (8,): a, c, lo, span = float32(hi - lo), float32(B), then the
+    - ``noise_ptr``: float32 (M,), the label noise sigma; read only when NOISE (SPEC §2b).
+    - ``prob_ptr``: float32 (10,): a, c, lo, span = float32(hi - lo), float32(B), then the
       optimizer's three: Adam/AdamW w1 = f32(1 - beta1), b2 = f32(beta2), w2 = f32(1 - beta2);
-      RMSprop f32(momentum), 0, 0.
+      RMSprop f32(momentum), 0, 0; then x_mean, x_std (read only when NORMAL, SPEC §2b).
     - ``tab_ptr``: float64 (nsteps, 3), Adam/AdamW only (else a placeholder): row i for
       step t0 + i holds bc1 = 1 - beta1**s, float64(1 / bc1) and float64(1 / bc2s) with
       bc2s = f32((1 - beta2**s) ** 0.5), the reciprocals correctly rounded (the host's
@@ -271,6 +274,11 @@ def adam_kernel(
     c1 = tl.load(prob_ptr + 5)
     c2 = tl.load(prob_ptr + 6)
     c3 = tl.load(prob_ptr + 7)
+    x_mean = tl.load(prob_ptr + 8)
+    x_std = tl.load(prob_ptr + 9)
+    sigma = zero
+    if NOISE:
+        sigma = tl.load(noise_ptr + offs, mask=mask, other=0.0)
 
     neg_lr64 = neg_lr.to(tl.float64)  # exact: -float64(lr)
     decay = zero
@@ -318,6 +326,10 @@ def adam_kernel(
     x1 = zero
     x2 = zero
     x3 = zero
+    e0 = zero
+    e1 = zero
+    e2 = zero
+    e3 = zero
     t_loop = t_start
     if UNROLL:
         n_groups = (t_end - t_start) // GROUP
@@ -327,8 +339,9 @@ def adam_kernel(
             qg = (tg * BATCH) // 4  # exact: tg*B is a multiple of 4
             for k in tl.static_range(GROUP):
                 t = tg + k
-                gw, gb, x0, x1, x2, x3 = _unrolled_grad(qg, k, w, b, x0, x1, x2, x3, s_lo, s_hi, lo, span, a, c,
-                                                        BATCH)
+                gw, gb, x0, x1, x2, x3, e0, e1, e2, e3 = _unrolled_grad(
+                    qg, k, w, b, x0, x1, x2, x3, e0, e1, e2, e3, s_lo, s_hi, lo, span, x_mean, x_std, sigma, a, c,
+                    BATCH, NORMAL, NOISE)
                 w, b, mw, mb, vw, vb, xw, xb, n_bad = _finish_step(
                     ig + k, gw, gb, w, b, mw, mb, vw, vb, xw, xb, n_bad, tab_ptr,
                     neg_lr, neg_lr64, eps, wd, decay, alpha, wa, c1, c2, c3, batch,
@@ -340,15 +353,9 @@ def adam_kernel(
 
     for t_i in range(t_loop, t_end):
         t = tl.cast(t_i, tl.int64)  # (the interpreter's loop counter is int32)
-        n = t * BATCH
-        x, x0, x1, x2, x3 = _draw(n, x0, x1, x2, x3, s_lo, s_hi, lo, span)
-        gw, gb = _grad(w, b, x, a, c)
-        if BATCH > 1:
-            for j in range(1, BATCH):
-                x, x0, x1, x2, x3 = _draw(n + j, x0, x1, x2, x3, s_lo, s_hi, lo, span)
-                gxw, gxb = _grad(w, b, x, a, c)
-                gw = gw + gxw
-                gb = gb + gxb
+        gw, gb, x0, x1, x2, x3, e0, e1, e2, e3 = _grad_step(
+            t * BATCH, w, b, x0, x1, x2, x3, e0, e1, e2, e3, s_lo, s_hi, lo, span, x_mean, x_std, sigma, a, c,
+            BATCH, NORMAL, NOISE)
         w, b, mw, mb, vw, vb, xw, xb, n_bad = _finish_step(
             t - t_start, gw, gb, w, b, mw, mb, vw, vb, xw, xb, n_bad, tab_ptr,
             neg_lr, neg_lr64, eps, wd, decay, alpha, wa, c1, c2, c3, batch,
@@ -379,7 +386,7 @@ def adam_kernel(
 
 
 def _launch(members, prob: torch.Tensor, tables, flags: dict, batch: int, state, t0: int, nsteps: int,
-            history, *, block_size: Optional[int]) -> None:
+            history, *, block_size: Optional[int], problem_flags) -> None:
     """One launch of :func:`adam_kernel` on checked inputs.
 
     ``prob``: float32 (N_CONSTANTS,) in kernel order; ``tables``: float64 (nsteps, 3) as
@@ -405,11 +412,12 @@ def _launch(members, prob: torch.Tensor, tables, flags: dict, batch: int, state,
     on_device = torch.cuda.device(w.device) if w.device.type == "cuda" else contextlib.nullcontext()
     with on_device, np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # the interpreter's numpy
         adam_kernel[grid](
-            members.s_lo, members.s_hi, members.neg_lr, opts.eps, wd, alpha, prob, tab,
+            members.s_lo, members.s_hi, members.neg_lr, opts.eps, wd, alpha,
+            members.problem_options.noise if problem_flags.noise else members.neg_lr, prob, tab,
             w, b, *s, diverged_at, hw, hb,
             m, t0, nsteps, history.log_every if history is not None else 1,
             BLOCK=bs, BATCH=batch, GROUP=group, UNROLL=group * batch <= MAX_UNROLLED_SAMPLES,
-            HISTORY=history is not None, **flags,
+            HISTORY=history is not None, NOISE=problem_flags.noise, NORMAL=problem_flags.normal, **flags,
             num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION, maxnreg=MAX_REGISTERS,
         )
 
@@ -467,10 +475,14 @@ def step(state, t0: int, members, consts, *, nsteps: int, config, history=None, 
     kflags = kernel_flags(name, config.flags)
     if config.problem is not LinearTarget:
         raise ValueError(f"the Triton kernel runs the linear problem, not {config.problem.__name__}")
+    if config.schedule:
+        raise ValueError("the Triton Adam kernel has no lr schedule (SPEC §3d covers SGD)")
+    problem_flags = problem_kernel_flags(config)
     batch = check_int("config.batch_size", config.batch_size, 1)
     opts = members.options
     needed = ["eps"] + (["weight_decay"] if kflags["WEIGHT_DECAY"] else []) + (["alpha"] if name == "rmsprop" else [])
-    s_lo = _check_members_base(members, [(n, getattr(opts, n, None)) for n in needed], _interpreting())
+    s_lo = _check_members_base(members, [(n, getattr(opts, n, None)) for n in needed]
+                               + problem_member_options(members, problem_flags), _interpreting())
     m, dev = s_lo.numel(), s_lo.device
     t0 = check_int("t0", int(t0) if isinstance(t0, torch.Tensor) else t0, 0)
     nsteps = check_int("nsteps", nsteps, 0)
@@ -506,15 +518,15 @@ def step(state, t0: int, members, consts, *, nsteps: int, config, history=None, 
     pc = consts.problem
     values = [("consts.a", pc.a), ("consts.c", pc.c), ("consts.lo", pc.lo), ("consts.span", pc.span),
               ("consts.batch", consts.batch)] + optimizer_values
+    values += [(None, torch.zeros((), dtype=torch.float32, device=dev))] * (N_CONSTANTS - 2 - len(values))
+    values += [("consts.x_mean", pc.x_mean), ("consts.x_std", pc.x_std)]
     for label, x in values:
-        _check_tensor(label, x, torch.float32, (), dev)
-    scalars = [x for _, x in values]
-    scalars += [torch.zeros((), dtype=torch.float32, device=dev)] * (N_CONSTANTS - len(scalars))
-    prob = torch.stack(scalars)
+        _check_tensor(label or "constant", x, torch.float32, (), dev)
+    prob = torch.stack([x for _, x in values])
 
     slots = [[None, None] for _ in range(3)]
     for i, n in enumerate(names):
         slots[_SLOTS[n]] = [state.weight_state[i], state.bias_state[i]]
     _launch(members, prob, tables, kflags, batch, (state.weight, state.bias, slots, state.diverged_at), t0, nsteps,
-            history, block_size=block_size)
+            history, block_size=block_size, problem_flags=problem_flags)
     return state

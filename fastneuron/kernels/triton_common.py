@@ -1,5 +1,6 @@
-"""What the Triton kernels share: Philox4x32-10 and the data stream (SPEC §2), the
-linear problem's gradient (SPEC §3), the history writes, and the launchers' input checks.
+"""What the Triton kernels share: Philox4x32-10 and the data stream (SPEC §2), Gaussian x
+and label noise (SPEC §2b, the normals of :mod:`.triton_normal`), the linear problem's
+gradient (SPEC §3), the history writes, and the launchers' input checks.
 
 ``triton_sgd.sgd_kernel`` and ``triton_adam.adam_kernel`` call these ``@triton.jit``
 helpers; Triton inlines them, so a kernel compiles as if they were written in its own
@@ -19,6 +20,8 @@ import triton
 import triton.language as tl
 
 from fastneuron._validate import check_int
+from fastneuron.kernels.triton_normal import _normal_block
+from fastneuron.problems import LinearFlags
 
 if TYPE_CHECKING:
     from fastneuron.reference import History
@@ -72,63 +75,116 @@ def _philox(k0: tl.constexpr, k1: tl.constexpr, c0, c1, c2, c3):
 
 
 @triton.jit
-def _data_block(q, s_lo, s_hi, lo, span):
-    """Samples 4q .. 4q+3 of each member's data stream (SPEC §2): key (0, 0), counter
-    (q & 0xFFFFFFFF, q >> 32, s_lo, s_hi). ``q`` is an int64 scalar; s_lo/s_hi uint32."""
+def _data_block(q, s_lo, s_hi, lo, span, x_mean, x_std, sigma, NORMAL: tl.constexpr, NOISE: tl.constexpr):
+    """Samples 4q .. 4q+3 of each member's data stream: counter (q & 0xFFFFFFFF, q >> 32,
+    s_lo, s_hi); ``q`` is an int64 scalar, s_lo/s_hi uint32. Returns x0..x3 (key (0, 0):
+    ``lo + span*u`` (SPEC §2), or ``x_mean + x_std*z`` when NORMAL (SPEC §2b)) and, when
+    NOISE, e0..e3 = ``sigma*eps`` with eps the normals of key (2, 0) (else e = x,
+    placeholders the kernel never reads)."""
     q = tl.cast(q, tl.int64)
     c0 = (q & 0xFFFFFFFF).to(tl.uint32)
     c1 = (q >> 32).to(tl.uint32)
     r0, r1, r2, r3 = _philox(0, 0, c0, c1, s_lo, s_hi)
-    x0 = lo + span * tl.uint_to_uniform_float(r0)
-    x1 = lo + span * tl.uint_to_uniform_float(r1)
-    x2 = lo + span * tl.uint_to_uniform_float(r2)
-    x3 = lo + span * tl.uint_to_uniform_float(r3)
-    return x0, x1, x2, x3
+    if NORMAL:
+        z0, z1, z2, z3 = _normal_block(r0, r1, r2, r3)
+        x0 = x_mean + x_std * z0
+        x1 = x_mean + x_std * z1
+        x2 = x_mean + x_std * z2
+        x3 = x_mean + x_std * z3
+    else:
+        x0 = lo + span * tl.uint_to_uniform_float(r0)
+        x1 = lo + span * tl.uint_to_uniform_float(r1)
+        x2 = lo + span * tl.uint_to_uniform_float(r2)
+        x3 = lo + span * tl.uint_to_uniform_float(r3)
+    e0 = x0
+    e1 = x1
+    e2 = x2
+    e3 = x3
+    if NOISE:
+        n0, n1, n2, n3 = _philox(2, 0, c0, c1, s_lo, s_hi)
+        g0, g1, g2, g3 = _normal_block(n0, n1, n2, n3)
+        e0 = sigma * g0
+        e1 = sigma * g1
+        e2 = sigma * g2
+        e3 = sigma * g3
+    return x0, x1, x2, x3, e0, e1, e2, e3
 
 
 @triton.jit
-def _draw(n, x0, x1, x2, x3, s_lo, s_hi, lo, span):
-    """Sample ``n`` (int64 scalar) with the block of four it belongs to: the block is
-    drawn afresh when ``n % 4 == 0``, else (x0..x3) hold it already."""
+def _draw(n, x0, x1, x2, x3, e0, e1, e2, e3, s_lo, s_hi, lo, span, x_mean, x_std, sigma,
+          NORMAL: tl.constexpr, NOISE: tl.constexpr):
+    """Sample ``n`` (int64 scalar), its noise term and the block of four it belongs to:
+    the block is drawn afresh when ``n % 4 == 0``, else (x0..x3, e0..e3) hold it already.
+    Returns (x, e, x0, x1, x2, x3, e0, e1, e2, e3)."""
     r = n % 4
     if r == 0:
-        x0, x1, x2, x3 = _data_block(n // 4, s_lo, s_hi, lo, span)
+        x0, x1, x2, x3, e0, e1, e2, e3 = _data_block(n // 4, s_lo, s_hi, lo, span, x_mean, x_std, sigma,
+                                                     NORMAL, NOISE)
     x = tl.where(r == 0, x0, tl.where(r == 1, x1, tl.where(r == 2, x2, x3)))
-    return x, x0, x1, x2, x3
+    e = tl.where(r == 0, e0, tl.where(r == 1, e1, tl.where(r == 2, e2, e3)))
+    return x, e, x0, x1, x2, x3, e0, e1, e2, e3
 
 
 @triton.jit
-def _grad(w, b, x, a, c):
-    """(g*x, g) of one sample, g = 2*(w*x + b - (a*x + c)), each op rounded (SPEC §3)."""
+def _grad(w, b, x, e, sigma, a, c, NOISE: tl.constexpr):
+    """(g*x, g) of one sample, g = 2*(w*x + b - target), each op rounded (SPEC §3); the
+    target ``a*x + c``, plus the noise term ``e`` where the member's ``sigma != 0``."""
     y = w * x + b
     target = a * x + c
+    if NOISE:
+        target = tl.where(sigma != 0, target + e, target)
     g = 2.0 * (y - target)
     return g * x, g
 
 
 @triton.jit
-def _unrolled_grad(qg, K: tl.constexpr, w, b, x0, x1, x2, x3, s_lo, s_hi, lo, span, a, c, BATCH: tl.constexpr):
+def _unrolled_grad(qg, K: tl.constexpr, w, b, x0, x1, x2, x3, e0, e1, e2, e3, s_lo, s_hi, lo, span, x_mean, x_std,
+                   sigma, a, c, BATCH: tl.constexpr, NORMAL: tl.constexpr, NOISE: tl.constexpr):
     """The summed gradient (gw, gb) of step ``K`` of an unrolled group whose first sample
     is the first of Philox block ``qg``: samples K*B .. K*B + B - 1 of the group (their
-    words are constexpr), a new block drawn every fourth. Returns (gw, gb, x0, x1, x2, x3)."""
+    words are constexpr), a new block drawn every fourth. Returns (gw, gb, x0..x3, e0..e3)."""
     for j in tl.static_range(BATCH):
         if (K * BATCH + j) % 4 == 0:
-            x0, x1, x2, x3 = _data_block(qg + (K * BATCH + j) // 4, s_lo, s_hi, lo, span)
+            x0, x1, x2, x3, e0, e1, e2, e3 = _data_block(qg + (K * BATCH + j) // 4, s_lo, s_hi, lo, span, x_mean,
+                                                         x_std, sigma, NORMAL, NOISE)
             x = x0
+            e = e0
         elif (K * BATCH + j) % 4 == 1:
             x = x1
+            e = e1
         elif (K * BATCH + j) % 4 == 2:
             x = x2
+            e = e2
         else:
             x = x3
-        gxw, gxb = _grad(w, b, x, a, c)
+            e = e3
+        gxw, gxb = _grad(w, b, x, e, sigma, a, c, NOISE)
         if j == 0:
             gw = gxw
             gb = gxb
         else:
             gw = gw + gxw
             gb = gb + gxb
-    return gw, gb, x0, x1, x2, x3
+    return gw, gb, x0, x1, x2, x3, e0, e1, e2, e3
+
+
+@triton.jit
+def _grad_step(n, w, b, x0, x1, x2, x3, e0, e1, e2, e3, s_lo, s_hi, lo, span, x_mean, x_std, sigma, a, c,
+               BATCH: tl.constexpr, NORMAL: tl.constexpr, NOISE: tl.constexpr):
+    """The summed gradient (gw, gb) of the step whose first sample is ``n`` (int64 scalar,
+    any alignment: the loop over samples of steps left over from the unrolled groups).
+    Returns (gw, gb, x0..x3, e0..e3)."""
+    x, e, x0, x1, x2, x3, e0, e1, e2, e3 = _draw(n, x0, x1, x2, x3, e0, e1, e2, e3, s_lo, s_hi, lo, span,
+                                                 x_mean, x_std, sigma, NORMAL, NOISE)
+    gw, gb = _grad(w, b, x, e, sigma, a, c, NOISE)
+    if BATCH > 1:
+        for j in range(1, BATCH):
+            x, e, x0, x1, x2, x3, e0, e1, e2, e3 = _draw(n + j, x0, x1, x2, x3, e0, e1, e2, e3, s_lo, s_hi, lo,
+                                                         span, x_mean, x_std, sigma, NORMAL, NOISE)
+            gxw, gxb = _grad(w, b, x, e, sigma, a, c, NOISE)
+            gw = gw + gxw
+            gb = gb + gxb
+    return gw, gb, x0, x1, x2, x3, e0, e1, e2, e3
 
 
 @triton.jit
@@ -198,3 +254,33 @@ def _check_members_base(members, options, interpreting: bool) -> torch.Tensor:
         if not x.is_contiguous():
             raise ValueError(f"members.{name} must be contiguous")
     return s_lo
+
+
+def problem_kernel_flags(config) -> LinearFlags:
+    """The linear problem's flags (noise, Gaussian x) the kernels specialize on."""
+    flags = config.problem_flags if config.problem_flags is not None else LinearFlags()
+    if not isinstance(flags, LinearFlags):
+        raise ValueError(f"config.problem_flags must be LinearFlags, got {type(flags).__name__}")
+    return flags
+
+
+def problem_member_options(members, flags: LinearFlags) -> list:
+    """(name, tensor) of the problem's per-member options the kernel reads (for the check)."""
+    if not flags.noise:
+        return []
+    return [("noise", getattr(members.problem_options, "noise", None))]
+
+
+def check_schedule(config, consts, need: int, device: torch.device):
+    """The lr schedule's float64 factor table (SPEC §3d) when ``config.schedule``, checked
+    to cover steps up to ``need - 1`` on ``device``; else None."""
+    if not config.schedule:
+        return None
+    f = consts.lr_factors
+    if not isinstance(f, torch.Tensor) or f.dtype != torch.float64 or f.dim() != 1 or f.device != device:
+        raise ValueError(f"consts.lr_factors must be a 1-D torch.float64 tensor on {device}")
+    if f.numel() < need:
+        raise ValueError(f"consts.lr_factors has {f.numel()} rows, but steps up to {need - 1} need {need}")
+    if not f.is_contiguous():
+        raise ValueError("consts.lr_factors must be contiguous")
+    return f

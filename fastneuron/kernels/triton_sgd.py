@@ -14,7 +14,9 @@ a sample index ``n = t*B`` that is a multiple of 4, at the start of a Philox blo
 with the state updated in place between launches, so that it can show progress,
 checkpoint and resume between chunks. It has kernels for the SGD optimizer
 (:class:`fastneuron.optim.SGD`, its flags as constexprs) on the linear problem
-(:class:`fastneuron.problems.LinearTarget`), and hands Adam, AdamW and RMSprop to
+(:class:`fastneuron.problems.LinearTarget`, with its label noise and Gaussian x, SPEC §2b,
+as the constexprs NOISE and NORMAL), with or without an lr schedule (SPEC §3d, SCHEDULE:
+the step's float64 factor read from a table), and hands Adam, AdamW and RMSprop to
 :mod:`.triton_adam`'s kernel. Philox, the samples, the gradient and the history writes
 are :mod:`.triton_common`'s, shared by both kernels.
 
@@ -41,7 +43,7 @@ import triton.language as tl
 
 from fastneuron._validate import check_int
 from fastneuron.optim import SGD, SGDFlags
-from fastneuron.problems import LinearTarget
+from fastneuron.problems import LinearFlags, LinearTarget
 from fastneuron.reference import Constants, History, Members, State, StepConfig
 
 from fastneuron.kernels import triton_adam
@@ -50,8 +52,9 @@ from fastneuron.kernels import triton_adam
 # input checks (the names stay importable from here).
 from fastneuron.kernels.triton_common import (  # noqa: F401
     FLT_MAX, MUL_WIDE_A, MUL_WIDE_B, PHILOX_KEY_A, PHILOX_KEY_B, PHILOX_ROUND_A, PHILOX_ROUND_B, PTX_PHILOX,
-    _check_history, _check_members_base, _check_tensor, _data_block, _draw, _grad, _log, _mul_wide, _philox,
-    _unrolled_grad)
+    _check_history, _check_members_base, _check_tensor, check_schedule, problem_kernel_flags,
+    problem_member_options, _data_block, _draw, _grad, _grad_step, _log, _mul_wide,
+    _philox, _unrolled_grad)
 
 #: Steps per launch: a multiple of 4 (see the module docstring). Long enough that launch
 #: overhead (~10 us) is nothing against a chunk's work, short enough for the progress
@@ -67,6 +70,13 @@ CHUNK_STEPS = 2048
 #: spread over a dozen SMs.
 BLOCK_SIZE = 256
 NUM_WARPS = 4
+
+#: Members per program when the kernel draws normals (NOISE or NORMAL, SPEC §2b): one
+#: member a thread. A Box–Muller block keeps a member's four samples and, with NOISE, its
+#: four noise terms live across a group, and its IEEE division and square root add
+#: slow-path calls that save registers on the stack: two members a thread do not fit in
+#: MAX_REGISTERS without spilling (see ``python -m fastneuron.kernels.sass``).
+BOX_MULLER_BLOCK_SIZE = 128
 
 #: Registers per thread at most (ptxas ``.maxnreg``): 64 keeps 8 blocks of NUM_WARPS
 #: warps per SM for every variant. Without it, B > 1 (``tl.math.div_rn``'s inline fast
@@ -86,12 +96,23 @@ INTERPRET_BLOCK_SIZE = 1024
 #: the kernel) are unrolled at compile time; longer batches run a loop over samples.
 MAX_UNROLLED_SAMPLES = 32
 
+#: The problem's flags when it uses no option (no label noise, uniform x).
+NO_PROBLEM_OPTIONS = LinearFlags()
+
 #: The run-wide constants, in the order the kernel reads them from ``prob_ptr``.
-_CONSTANT_NAMES = ("a", "c", "lo", "span", "batch", "one_minus_dampening")
+_CONSTANT_NAMES = ("a", "c", "lo", "span", "batch", "one_minus_dampening", "x_mean", "x_std")
 
 
 def _interpreting() -> bool:
     return not isinstance(sgd_kernel, triton.runtime.JITFunction)
+
+
+def launch_block_size(NOISE: bool = False, NORMAL: bool = False, **_) -> int:
+    """BLOCK on a GPU for these constexprs: :data:`BOX_MULLER_BLOCK_SIZE` when the kernel
+    draws normals (NOISE or NORMAL), else :data:`BLOCK_SIZE`. ``_launch`` and
+    ``fastneuron.kernels.sass.launch_constexprs`` both use this rule (other constexprs are
+    ignored)."""
+    return BOX_MULLER_BLOCK_SIZE if NOISE or NORMAL else BLOCK_SIZE
 
 
 @triton.jit
@@ -133,13 +154,14 @@ def _finish_step(t, gw, gb, w, b, vw, vb, n_bad, neg_lr, mu, wd, undamped, batch
 
 @triton.jit(do_not_specialize=["t0", "nsteps", "log_every"])
 def sgd_kernel(
-    s_lo_ptr, s_hi_ptr, neg_lr_ptr, mu_ptr, wd_ptr, prob_ptr,
+    s_lo_ptr, s_hi_ptr, neg_lr_ptr, mu_ptr, wd_ptr, noise_ptr, prob_ptr, fac_ptr,
     w_ptr, b_ptr, vw_ptr, vb_ptr, div_ptr,
     hist_w_ptr, hist_b_ptr,
     n_members, t0, nsteps, log_every,
     BLOCK: tl.constexpr, BATCH: tl.constexpr, GROUP: tl.constexpr, UNROLL: tl.constexpr,
     INIT: tl.constexpr, WEIGHT_DECAY: tl.constexpr, MOMENTUM: tl.constexpr,
-    NESTEROV: tl.constexpr, HISTORY: tl.constexpr,
+    NESTEROV: tl.constexpr, HISTORY: tl.constexpr, NOISE: tl.constexpr, NORMAL: tl.constexpr,
+    SCHEDULE: tl.constexpr,
 ):
     """Steps ``t0 .. t0 + nsteps - 1`` of SGD for BLOCK members (SPEC §2-§4).
 
@@ -149,7 +171,11 @@ def sgd_kernel(
     - ``neg_lr_ptr``: float32 (M,), -lr.
     - ``mu_ptr``, ``wd_ptr``: float32 (M,), momentum / weight decay; read only when
       MOMENTUM / WEIGHT_DECAY (otherwise any placeholder).
-    - ``prob_ptr``: float32 (6,): a, c, lo, span = float32(hi - lo), float32(B), float32(1 - tau).
+    - ``noise_ptr``: float32 (M,), the label noise sigma; read only when NOISE (SPEC §2b).
+    - ``prob_ptr``: float32 (8,): a, c, lo, span = float32(hi - lo), float32(B), float32(1 - tau),
+      x_mean, x_std (the last two read only when NORMAL: x ~ N(x_mean, x_std**2), SPEC §2b).
+    - ``fac_ptr``: float64 (>= t0 + nsteps,), the lr schedule's factors f[t] (SPEC §3d);
+      read only when SCHEDULE: step t uses -lr_t = f32(float64(-lr) * f[t]).
     - ``w_ptr``, ``b_ptr``: float32 (M,), the parameters: read at the start unless INIT
       (then drawn from the init stream), written at the end.
     - ``vw_ptr``, ``vb_ptr``: float32 (M,), the momentum buffers (read unless INIT,
@@ -183,12 +209,18 @@ def sgd_kernel(
         mu = tl.load(mu_ptr + offs, mask=mask, other=0.0)
     if WEIGHT_DECAY:
         wd = tl.load(wd_ptr + offs, mask=mask, other=0.0)
+    sigma = zero
+    if NOISE:
+        sigma = tl.load(noise_ptr + offs, mask=mask, other=0.0)
     a = tl.load(prob_ptr + 0)
     c = tl.load(prob_ptr + 1)
     lo = tl.load(prob_ptr + 2)
     span = tl.load(prob_ptr + 3)
     batch = tl.load(prob_ptr + 4)
     undamped = tl.load(prob_ptr + 5)  # float32(1 - tau)
+    x_mean = tl.load(prob_ptr + 6)
+    x_std = tl.load(prob_ptr + 7)
+    neg_lr64 = neg_lr.to(tl.float64)  # exact; used when SCHEDULE
 
     vw = zero
     vb = zero
@@ -223,6 +255,11 @@ def sgd_kernel(
     x1 = zero
     x2 = zero
     x3 = zero
+    e0 = zero
+    e1 = zero
+    e2 = zero
+    e3 = zero
+    lr_t = neg_lr
     t_loop = t_start
     if UNROLL:
         n_groups = (t_end - t_start) // GROUP
@@ -231,9 +268,12 @@ def sgd_kernel(
             qg = (tg * BATCH) // 4  # exact: tg*B is a multiple of 4
             for k in tl.static_range(GROUP):
                 t = tg + k
-                gw, gb, x0, x1, x2, x3 = _unrolled_grad(qg, k, w, b, x0, x1, x2, x3, s_lo, s_hi, lo, span, a, c,
-                                                        BATCH)
-                w, b, vw, vb, n_bad = _finish_step(t, gw, gb, w, b, vw, vb, n_bad, neg_lr, mu, wd, undamped,
+                gw, gb, x0, x1, x2, x3, e0, e1, e2, e3 = _unrolled_grad(
+                    qg, k, w, b, x0, x1, x2, x3, e0, e1, e2, e3, s_lo, s_hi, lo, span, x_mean, x_std, sigma, a, c,
+                    BATCH, NORMAL, NOISE)
+                if SCHEDULE:
+                    lr_t = (neg_lr64 * tl.load(fac_ptr + t)).to(tl.float32)
+                w, b, vw, vb, n_bad = _finish_step(t, gw, gb, w, b, vw, vb, n_bad, lr_t, mu, wd, undamped,
                                                  batch, BATCH, WEIGHT_DECAY, MOMENTUM, NESTEROV)
                 if HISTORY:
                     next_log, row = _log(t, w, b, next_log, row, hist_w_ptr, hist_b_ptr,
@@ -242,16 +282,12 @@ def sgd_kernel(
 
     for t_i in range(t_loop, t_end):
         t = tl.cast(t_i, tl.int64)  # (the interpreter's loop counter is int32)
-        n = t * BATCH
-        x, x0, x1, x2, x3 = _draw(n, x0, x1, x2, x3, s_lo, s_hi, lo, span)
-        gw, gb = _grad(w, b, x, a, c)
-        if BATCH > 1:
-            for j in range(1, BATCH):
-                x, x0, x1, x2, x3 = _draw(n + j, x0, x1, x2, x3, s_lo, s_hi, lo, span)
-                gxw, gxb = _grad(w, b, x, a, c)
-                gw = gw + gxw
-                gb = gb + gxb
-        w, b, vw, vb, n_bad = _finish_step(t, gw, gb, w, b, vw, vb, n_bad, neg_lr, mu, wd, undamped,
+        gw, gb, x0, x1, x2, x3, e0, e1, e2, e3 = _grad_step(
+            t * BATCH, w, b, x0, x1, x2, x3, e0, e1, e2, e3, s_lo, s_hi, lo, span, x_mean, x_std, sigma, a, c,
+            BATCH, NORMAL, NOISE)
+        if SCHEDULE:
+            lr_t = (neg_lr64 * tl.load(fac_ptr + t)).to(tl.float32)
+        w, b, vw, vb, n_bad = _finish_step(t, gw, gb, w, b, vw, vb, n_bad, lr_t, mu, wd, undamped,
                                          batch, BATCH, WEIGHT_DECAY, MOMENTUM, NESTEROV)
         if HISTORY:
             next_log, row = _log(t, w, b, next_log, row, hist_w_ptr, hist_b_ptr,
@@ -267,12 +303,15 @@ def sgd_kernel(
 
 
 def _launch(members: Members, constants: torch.Tensor, flags: SGDFlags, batch: int, state, t0: int, nsteps: int,
-            history: Optional[History], *, init: bool, block_size: Optional[int]) -> None:
+            history: Optional[History], *, init: bool, block_size: Optional[int], problem_flags=NO_PROBLEM_OPTIONS,
+            factors: Optional[torch.Tensor] = None) -> None:
     """One launch of :func:`sgd_kernel` on checked inputs; ``state`` = (w, b, vw, vb, diverged_at)
-    is read (unless ``init``) and written in place, on the tensors' device."""
+    is read (unless ``init``) and written in place, on the tensors' device. ``factors``:
+    the lr schedule's float64 table (None: constant lr)."""
     w, b, vw, vb, diverged_at = state
     m = w.numel()
-    bs = block_size or (INTERPRET_BLOCK_SIZE if _interpreting() else BLOCK_SIZE)
+    bs = block_size or (INTERPRET_BLOCK_SIZE if _interpreting() else
+                        launch_block_size(NOISE=problem_flags.noise, NORMAL=problem_flags.normal))
     if bs < 1 or bs & (bs - 1):
         raise ValueError(f"block_size must be a power of 2, got {bs}")
     if (t0 * batch) % 4:
@@ -287,11 +326,14 @@ def _launch(members: Members, constants: torch.Tensor, flags: SGDFlags, batch: i
             members.s_lo, members.s_hi, members.neg_lr,
             opts.momentum if flags.momentum else members.neg_lr,
             opts.weight_decay if flags.weight_decay else members.neg_lr,
-            constants, w, b, w if vw is None else vw, w if vb is None else vb, diverged_at, hw, hb,
+            members.problem_options.noise if problem_flags.noise else members.neg_lr,
+            constants, constants if factors is None else factors,
+            w, b, w if vw is None else vw, w if vb is None else vb, diverged_at, hw, hb,
             m, t0, nsteps, history.log_every if history is not None else 1,
             BLOCK=bs, BATCH=batch, GROUP=group, UNROLL=group * batch <= MAX_UNROLLED_SAMPLES,
             INIT=init, WEIGHT_DECAY=flags.weight_decay, MOMENTUM=flags.momentum,
-            NESTEROV=flags.nesterov, HISTORY=history is not None,
+            NESTEROV=flags.nesterov, HISTORY=history is not None, NOISE=problem_flags.noise,
+            NORMAL=problem_flags.normal, SCHEDULE=factors is not None,
             num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION, maxnreg=MAX_REGISTERS,
         )
 
@@ -326,11 +368,13 @@ class TritonStepper:
             return triton_adam.step(state, t0, members, consts, nsteps=nsteps, config=config, history=history,
                                     block_size=self.block_size)
         flags, batch = _check_config(config)
-        s_lo = _check_members(members, flags)
+        problem_flags = problem_kernel_flags(config)
+        s_lo = _check_members(members, flags, problem_flags)
         m, dev = s_lo.numel(), s_lo.device
         constants = _check_constants(consts, dev)
         t0 = check_int("t0", int(t0) if isinstance(t0, torch.Tensor) else t0, 0)
         nsteps = check_int("nsteps", nsteps, 0)
+        factors = check_schedule(config, consts, t0 + nsteps, dev)
         buffers = (state.weight_state, state.bias_state)
         if flags.momentum and not all(len(x) == 1 for x in buffers):
             raise ValueError("state.weight_state and state.bias_state must hold the momentum buffer")
@@ -345,7 +389,8 @@ class TritonStepper:
             _check_history(history, t0 + nsteps - 1, m, dev)
         vw, vb = (state.weight_state[0], state.bias_state[0]) if flags.momentum else (None, None)
         _launch(members, constants, flags, batch, (state.weight, state.bias, vw, vb, state.diverged_at), t0,
-                nsteps, history, init=False, block_size=self.block_size)
+                nsteps, history, init=False, block_size=self.block_size, problem_flags=problem_flags,
+                factors=factors)
         return state
 
 
@@ -362,10 +407,10 @@ def _check_config(config: StepConfig) -> tuple[SGDFlags, int]:
     return flags, check_int("config.batch_size", config.batch_size, 1)
 
 
-def _check_members(members: Members, flags: SGDFlags) -> torch.Tensor:
+def _check_members(members: Members, flags: SGDFlags, problem_flags=NO_PROBLEM_OPTIONS) -> torch.Tensor:
     """Validate the per-member tensors against the flags; returns s_lo."""
     options = [(name, getattr(members.options, name)) for name in ("momentum", "weight_decay") if getattr(flags, name)]
-    return _check_members_base(members, options, _interpreting())
+    return _check_members_base(members, options + problem_member_options(members, problem_flags), _interpreting())
 
 
 def _check_constants(consts: Constants, device: torch.device) -> torch.Tensor:
