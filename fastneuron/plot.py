@@ -28,9 +28,51 @@ def _finish(fig, path):
     return fig
 
 
-def risk_vs_lr(result, path=None, title: str = "Final population risk against learning rate"):
+#: How the three stability edges of :mod:`fastneuron.theory` are drawn.
+EDGE_STYLE = {"mean": ("mean edge", "tab:green", "--"),
+              "mean_square": ("mean-square edge", "tab:purple", ":"),
+              "almost_sure": ("almost-sure edge", "tab:red", "-.")}
+
+
+def _has_noise(result) -> bool:
+    noise = result.member_options.get("noise")
+    return noise is not None and bool((np.asarray(noise) > 0).any())
+
+
+def _want_edges(result, edges) -> bool:
+    """``edges``: True, False or "auto" (drawn for plain SGD with label noise)."""
+    from . import theory
+
+    if edges == "auto":
+        return _has_noise(result) and theory.plain_sgd(result)
+    if edges and not theory.plain_sgd(result):
+        raise ValueError("edges: the theory's edges hold for plain SGD (momentum and weight decay 0) only")
+    return bool(edges)
+
+
+def draw_edges(ax, result_or_problem, **problem_args) -> dict:
+    """Vertical lines, labeled, at the mean, mean-square and almost-sure edges of
+    :mod:`fastneuron.theory` (a result, an SGDProblem or problem arguments); returns the
+    edges. The x limits are kept: an edge outside them is not drawn but still labeled."""
+    from . import theory
+
+    e = theory.edges(result_or_problem, **problem_args)
+    xlim = ax.get_xlim()
+    for name, (label, color, ls) in EDGE_STYLE.items():
+        lr = float(e[name])
+        text = f"{label} {lr:.4g}" + (f" \u00b1 {e[name].se:.1g}" if name == "almost_sure" else "")
+        ax.axvline(lr, color=color, ls=ls, lw=1.2, label=text)
+    ax.set_xlim(xlim)
+    return e
+
+
+def risk_vs_lr(result, path=None, title: str = "Final population risk against learning rate", edges="auto"):
     """Median final risk per lr (over seeds) with a p10-p90 band, log-log; learning
-    rates where members diverged are marked along the top (x: every member diverged)."""
+    rates where members diverged are marked along the top (x: every member diverged).
+    ``edges``: draw the stability edges of :mod:`fastneuron.theory` as labeled vertical
+    lines (:func:`draw_edges`): "auto" (the default) for a plain-SGD result with label
+    noise only (a result without noise draws as before), True for any plain-SGD result,
+    False never."""
     plt = _plt()
     rows = result.summary(by=("lr",)).rows
     lr = np.array([r["lr"] for r in rows])
@@ -57,7 +99,73 @@ def risk_vs_lr(result, path=None, title: str = "Final population risk against le
     ax.set_xlabel("learning rate")
     ax.set_ylabel(f"population risk after {result.settings['steps']} steps")
     ax.set_title(title)
+    if _want_edges(result, edges):
+        draw_edges(ax, result)
     ax.legend(loc="best", fontsize=8)
+    return _finish(fig, path)
+
+
+def spread_vs_lr(result, path=None, edges="auto", stationary: bool = True,
+                 title: str = "Spread of (w, b) over seeds against learning rate"):
+    """The measured spread over seeds (std of the final w and b among non-diverged
+    members, with +-2 standard errors, from ``result.summary(by="lr")``) against lr,
+    beside the prediction of :mod:`fastneuron.theory` after the run's steps (solid) and,
+    with ``stationary``, the stationary one (dotted), log-log; a third panel gives the
+    fraction of seeds diverged per lr. ``edges`` as for :func:`risk_vs_lr` (needs plain
+    SGD). Needs a result with label noise."""
+    from . import theory
+
+    plt = _plt()
+    if not _has_noise(result):
+        raise ValueError("spread_vs_lr needs a result with label noise (train with noise > 0)")
+    rows = result.summary(by=("lr",)).rows
+    lr = np.array([r["lr"] for r in rows])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharex=True)
+    noise = np.unique(np.asarray(result.member_options["noise"], dtype=np.float32))
+    problem = theory.problem_of(result) if theory.plain_sgd(result) else None
+    dense = np.geomspace(lr.min(), lr.max(), 400) if lr.size else lr
+    draw = _want_edges(result, edges)
+    for ax, name in zip(axes, ("w", "b")):
+        std = np.array([r[f"{name}_std"] for r in rows], dtype=float)
+        se = np.array([r[f"{name}_std_se"] for r in rows], dtype=float)
+        pred = np.array([r[f"{name}_std_pred"] for r in rows], dtype=float)
+        ok = np.isfinite(std) & (std > 0)
+        # Past the edges the survivors' spread runs to 1e35: the y range follows the
+        # rates with a prediction, and points above it sit on its top edge.
+        ref = np.concatenate([pred[np.isfinite(pred)], std[ok & np.isfinite(pred)]])
+        top = 30 * ref.max() if ref.size else np.inf
+        low = ok & (std <= top)
+        ax.errorbar(lr[low], std[low], yerr=2 * np.nan_to_num(se[low]), fmt="o", ms=3, capsize=2,
+                    label="measured (std over seeds, \u00b12 se)")
+        if (ok & ~low).any():
+            ax.plot(lr[ok & ~low], np.full((ok & ~low).sum(), top), "^", color="tab:orange",
+                    label="measured, above the range")
+        if ref.size:
+            ax.set_ylim(ref.min() / 3, top * 1.5)
+        if np.isfinite(pred).any():
+            ax.plot(lr, pred, "-", color="k", lw=1, label=f"predicted after {result.settings['steps']} steps")
+        if stationary and problem is not None and noise.size == 1:
+            k = 0 if name == "w" else 1
+            stat = np.array([theory.predicted_spread(float(v), float(noise[0]), problem)[k] for v in dense])
+            ax.plot(dense, stat, ":", color="0.4", lw=1.2, label="predicted, stationary")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(f"std of final {name} over seeds")
+    ax = axes[2]
+    ax.plot(lr, [r["diverged"] for r in rows], "o-", ms=3, color="tab:red", label="fraction of seeds diverged")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(f"diverged within {result.settings['steps']} steps")
+    for ax in axes:
+        if lr.size:
+            ax.set_xlim(lr.min() / 1.1, lr.max() * 1.1)
+        if draw:
+            draw_edges(ax, result)
+        ax.legend(loc="best", fontsize=7)
+    sigma = ", ".join(f"{v:g}" for v in noise)
+    fig.suptitle(f"{title} (noise {sigma}, batch {result.settings.get('batch_size', 1)})", fontsize=10)
     return _finish(fig, path)
 
 

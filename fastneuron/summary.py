@@ -38,6 +38,9 @@ class Summary:
     def __str__(self) -> str:
         cols = [*self.by, "count", "diverged", "risk_median", "risk_p10", "risk_p90", "step_below_tol"]
         head = [*self.by, "count", "diverged", "risk median", "risk p10", "risk p90", f"step risk<{self.tol:g}"]
+        if self.rows and "w_std" in self.rows[0]:  # label noise: the spread over seeds
+            cols += list(SPREAD_COLUMNS)
+            head += ["w std", "w std se", "w std pred", "b std", "b std se", "b std pred"]
 
         def fmt(v):
             if v is None:
@@ -55,11 +58,32 @@ class Summary:
     __repr__ = __str__
 
 
+#: The spread columns of a result with label noise (see :func:`summarize`).
+SPREAD_COLUMNS = ("w_std", "w_std_se", "w_std_pred", "b_std", "b_std_se", "b_std_pred")
+
+
 def summarize(result, by=("lr",), tol: float = 1e-4) -> Summary:
     """Count, fraction diverged, median/p10/p90 of the final population risk over the
     members that did not diverge (None when all did), and the median over members of
     the first logged step whose risk is below ``tol`` (None when the median member
-    never gets there, or without a history)."""
+    never gets there, or without a history).
+
+    With label noise (some member's ``noise`` > 0) each row also has the spread over
+    the group's members (:data:`SPREAD_COLUMNS`, floats, NaN where undefined):
+
+    - ``w_std``, ``b_std``: the standard deviation (ddof=1) of the final w and b over the
+      group's non-diverged members; ``w_std_se``, ``b_std_se`` its standard error from
+      the sample kurtosis (:func:`fastneuron.theory.std_with_se`);
+    - ``w_std_pred``, ``b_std_pred``: the prediction of :mod:`fastneuron.theory`, exact
+      after the run's ``steps`` from the U(-1, 1) init (:func:`fastneuron.theory.moments_at`;
+      the stationary spread of :func:`fastneuron.theory.stationary` once the run has mixed).
+      NaN unless the run is plain SGD (:func:`fastneuron.theory.plain_sgd`: optimizer "sgd",
+      momentum and weight decay 0 for every member, no lr schedule) and the group has a
+      single lr and a single noise, below the mean-square edge
+      (:func:`fastneuron.theory.mean_square_edge`).
+
+    Without label noise (no ``noise`` option, or 0 for every member) the rows are exactly
+    as before: no spread columns."""
     if isinstance(by, str):
         by = (by,)
     by = tuple(by)
@@ -97,7 +121,35 @@ def summarize(result, by=("lr",), tol: float = 1e-4) -> Summary:
             med_step = np.quantile(first_below[idx], 0.5, method="lower")
             row["step_below_tol"] = None if not np.isfinite(med_step) else int(med_step)
         rows.append(row)
+    noise = result.member_options.get("noise")
+    if noise is not None and bool((np.asarray(noise) > 0).any()):
+        _add_spread(result, groups, rows, diverged)
     return Summary(by=by, tol=tol, rows=rows)
+
+
+def _add_spread(result, groups: dict, rows: list, diverged: np.ndarray) -> None:
+    """The spread columns (see :func:`summarize`), row by row in sorted group order."""
+    from . import theory
+
+    weight, bias = result.weight.numpy(), result.bias.numpy()
+    lrs = result.lrs.numpy()
+    noise = np.asarray(result.member_options["noise"], dtype=np.float32)
+    problem = None
+    if theory.plain_sgd(result):
+        try:
+            problem = theory.problem_of(result)
+        except (KeyError, TypeError, ValueError):
+            problem = None
+    steps = int(result.settings["steps"])
+    for key, row in zip(sorted(groups), rows):
+        idx = np.asarray(groups[key])
+        ok = idx[~diverged[idx]]
+        (w_std, w_se), (b_std, b_se) = theory.std_with_se(weight[ok]), theory.std_with_se(bias[ok])
+        w_pred = b_pred = float("nan")
+        if problem is not None and np.unique(lrs[idx]).size == 1 and np.unique(noise[idx]).size == 1:
+            w_pred, b_pred = theory.predicted_spread(float(lrs[idx[0]]), float(noise[idx[0]]), problem,
+                                                     steps=steps)
+        row.update(w_std=w_std, w_std_se=w_se, w_std_pred=w_pred, b_std=b_std, b_std_se=b_se, b_std_pred=b_pred)
 
 
 def _first_step_below(result, tol: float):
