@@ -44,8 +44,11 @@ value syntax:
                    3,7,18446744073709551615 (a list), 0:10,100:110 (both); seeds lie
                    in [0, 2**64)
   lrs, momentum,   0.01 (one value), 0.01,0.1 (a list), 1e-4:1e-1:60log (60 values
-  weight-decay     spaced evenly in log, both ends included), 0:0.9:10lin (10 values
-                   spaced evenly, both ends included); items can be mixed with commas
+  weight-decay,    spaced evenly in log, both ends included), 0:0.9:10lin (10 values
+  noise            spaced evenly, both ends included); items can be mixed with commas
+  lr-schedule      cosine:t_max=3000,floor=0.01  step:size=500,gamma=0.5
+                   multistep:milestones=1000/2000,gamma=0.1  exponential:gamma=0.999
+                   warmup:steps=100,start=0.1+cosine:t_max=3000 (warm-up, then cosine)
 
 examples:
   # the tutorial, once: seed 0, lr 0.01, 3000 steps
@@ -62,6 +65,11 @@ examples:
   # momentum and weight decay join the product; log (w, b) every 200 steps
   python -m fastneuron train --seeds 0:100 --lrs 0.01 --momentum 0,0.9 \\
       --weight-decay 0,1e-4 --log-every 200 --out mw.npz
+
+  # label noise (3 levels) on Gaussian inputs, a cosine schedule after a warm-up
+  python -m fastneuron train --seeds 0:1000 --lrs 1e-3:1e-1:30log --noise 0,0.1,0.3 \
+      --x-dist normal --x-mean 0 --x-std 1 \
+      --lr-schedule warmup:steps=100,start=0.1+cosine:t_max=3000 --out noise.npz
 
   # Adam (torch.optim.Adam, bit for bit) over 60 learning rates
   python -m fastneuron train --seeds 0:100 --lrs 1e-4:1:60log --optimizer adam \
@@ -119,6 +127,8 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
                    help="sgd: momentum value(s) in [0, 1) (default: 0); rmsprop: its one run-wide momentum >= 0")
     g.add_argument("--weight-decay", default=None, metavar="WD",
                    help="weight decay value(s) >= 0 (default: 0; adamw: 0.01, as torch.optim.AdamW)")
+    g.add_argument("--noise", default=None, metavar="SIGMA",
+                   help="label noise value(s) >= 0: target a*x + c + SIGMA*eps, eps ~ N(0, 1) (default: 0)")
 
     g = tr.add_argument_group("run-wide settings")
     g.add_argument("--optimizer", default="sgd", metavar="NAME",
@@ -140,6 +150,12 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--c", type=float, default=1.0, help="target intercept (default: 1)")
     g.add_argument("--lo", type=float, default=1.0, help="x ~ U[lo, hi): lower end (default: 1)")
     g.add_argument("--hi", type=float, default=5.0, help="x ~ U[lo, hi): upper end (default: 5)")
+    g.add_argument("--x-dist", default="uniform", choices=("uniform", "normal"),
+                   help="x ~ U[lo, hi) or N(x-mean, x-std**2) (default: uniform)")
+    g.add_argument("--x-mean", type=float, default=None, metavar="MU", help="--x-dist normal: mean (default: 0)")
+    g.add_argument("--x-std", type=float, default=None, metavar="S", help="--x-dist normal: std > 0 (default: 1)")
+    g.add_argument("--lr-schedule", default=None, metavar="SCHEDULE",
+                   help="sgd: lr of step t is lr * f(t), as LambdaLR (see below; default: constant)")
     g.add_argument("--log-every", type=int, default=None, metavar="K",
                    help="keep (w, b) of every member after steps 0, K, 2K, ...")
 
@@ -221,6 +237,19 @@ def _optimizer_options(args) -> dict:
     return options
 
 
+def _problem_options(args) -> dict:
+    """The problem's run-wide options given on the command line (``--noise``, an axis of
+    the product, is added by the caller)."""
+    options = dict(a=args.a, c=args.c, lo=args.lo, hi=args.hi, x_dist=args.x_dist)
+    for flag, name in (("--x-mean", "x_mean"), ("--x-std", "x_std")):
+        value = getattr(args, name)
+        if value is not None:
+            if args.x_dist != "normal":
+                raise CLIError(f"{flag} is an option of --x-dist normal")
+            options[name] = value
+    return options
+
+
 def _train(args) -> int:
     if args.distributed:
         # A lost store makes c10d log a warning with C++ stack frames before fastneuron's
@@ -236,8 +265,10 @@ def _train(args) -> int:
     member_momentum = args.optimizer == "sgd"  # momentum is an axis of the product for SGD only
     momentum_text = (args.momentum if args.momentum is not None else "0") if member_momentum else "0"
     wd_text = args.weight_decay if args.weight_decay is not None else "0"
+    noise_text = args.noise if args.noise is not None else "0"
     counts = [len(seeds), count_floats(args.lrs, "--lrs"), count_floats(momentum_text, "--momentum"),
-              count_floats(wd_text, "--weight-decay")]
+              count_floats(wd_text, "--weight-decay"), count_floats(noise_text, "--noise")]
+    problem = _problem_options(args)
     m = math.prod(counts)
     check_host_memory(m, _n_logged(args.steps, args.log_every))
 
@@ -250,12 +281,16 @@ def _train(args) -> int:
     lrs = parse_floats(args.lrs, "--lrs")
     mus = parse_floats(momentum_text, "--momentum")
     wds = parse_floats(wd_text, "--weight-decay")
+    noises = parse_floats(noise_text, "--noise")
 
-    seeds_m, lrs_m, mus_m, wds_m = product(seeds.materialize(), lrs, mus, wds)
+    # Noise joins the product only with several values: one value is a scalar, no array of M.
+    seeds_m, lrs_m, mus_m, wds_m, *noise_m = product(seeds.materialize(), lrs, mus, wds,
+                                                     *([noises] if len(noises) > 1 else []))
     if member_momentum:
         options["momentum"] = mus_m if len(mus) > 1 else float(mus[0])
     if args.weight_decay is not None or args.optimizer != "adamw":  # adamw: torch's default 0.01 when not given
         options["weight_decay"] = wds_m if len(wds) > 1 else float(wds[0])
+    problem["noise"] = noise_m[0] if noise_m else float(noises[0])
 
     done_before = _steps_done(args.resume, len(seeds_m), args.steps) if args.resume else 0
     if args.resume and args.distributed:  # one checkpoint per rank (those this machine sees)
@@ -270,7 +305,7 @@ def _train(args) -> int:
         result = fastneuron.train(
             seeds_m, lrs_m, args.steps, optimizer=args.optimizer, batch_size=args.batch_size, log_every=args.log_every,
             backend=args.backend, device=args.device,
-            **options, a=args.a, c=args.c, lo=args.lo, hi=args.hi,
+            **options, **problem, lr_schedule=args.lr_schedule,
             progress=not args.quiet, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
             resume=args.resume, member_block=args.member_block, distributed=args.distributed,
         )
@@ -324,7 +359,7 @@ def summary(result, shape, seconds: float, *, done_before: Optional[int] = None,
     no chunk ran) "start-up" is the whole call."""
     s = result.settings
     m = len(result)
-    names = ("seeds", "lrs", "momenta", "weight decays")
+    names = ("seeds", "lrs", "momenta", "weight decays", "noise levels")
     factors = " x ".join(f"{n} {k}" for n, k in zip(shape, names) if n > 1 or k == "seeds")
     diverged = int((result.diverged_at >= 0).sum())
     ok = (result.diverged_at < 0).numpy()
@@ -386,7 +421,8 @@ _FLAGS = {"seeds": "--seeds", "lrs": "--lrs", "steps": "--steps", "batch_size": 
           "backend": "--backend", "device": "--device", "member_block": "--member-block",
           "checkpoint": "--checkpoint", "checkpoint_every": "--checkpoint-every", "resume": "--resume",
           "optimizer": "--optimizer", "betas": "--betas", "eps": "--eps", "amsgrad": "--amsgrad", "alpha": "--alpha",
-          "centered": "--centered"}
+          "centered": "--centered", "noise": "--noise", "x_dist": "--x-dist", "x_mean": "--x-mean",
+          "x_std": "--x-std", "lr_schedule": "--lr-schedule"}
 
 
 def flag_names(message: str) -> str:

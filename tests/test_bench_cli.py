@@ -142,7 +142,8 @@ def test_compile_seconds_only_for_contestants_that_compile():
 
 def test_compiling_contestants():
     assert {c.key for c in BY_KEY.values() if c.compiles} == {"jax", "compile", "compile-adam", "compile-adamw",
-                                                               "compile-rmsprop", "triton", "triton-kernel"}
+                                                               "compile-rmsprop", "compile-noise", "compile-schedule",
+                                                               "triton", "triton-kernel"}
 
 
 def test_optimizer_rows_at_the_headline_size_and_not_in_quick():
@@ -151,12 +152,13 @@ def test_optimizer_rows_at_the_headline_size_and_not_in_quick():
     plan, _ = plan_runs(list(BY_KEY.values()), "cpu", quick=False, interpret=False, members=None, steps=None,
                         on_skip=lambda s: None)
     sizes = {(c.key, m, t) for c, m, t in plan}
-    for opt in ("adam", "adamw", "rmsprop"):
+    for opt in ("adam", "adamw", "rmsprop", "noise", "schedule"):
         assert (f"compile-{opt}", 2**20, 3000) in sizes and ("compile", 2**20, 3000) in sizes
     _, skipped = plan_runs(list(BY_KEY.values()), "cpu", quick=True, interpret=False, members=None, steps=None,
                            on_skip=lambda s: None)
     reasons = {s["contestant"]: s["reason"] for s in skipped}
     assert reasons["fastneuron compile adam"] == "not part of --quick"
+    assert reasons["fastneuron compile noise"] == "not part of --quick"
 
 
 # --- --quick --------------------------------------------------------------------------

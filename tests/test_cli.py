@@ -187,8 +187,9 @@ def test_progress_goes_to_stderr_and_quiet_silences_it(tmp_path, monkeypatch, ca
     assert seen == [True, False]
     monkeypatch.undo()
     capsys.readouterr()
-    # For real: a run long enough for the bar (it shows after 2 s).
-    args = ["train", "--seeds", "0", "--steps", "60000", "--backend", "eager"]
+    # For real: a run long enough for the bar (it shows after 2 s; 15000 eager steps take
+    # about 6 s on the 2-core CI machine, and the check below needs more than 3).
+    args = ["train", "--seeds", "0", "--steps", "15000", "--backend", "eager"]
     loud, quiet = run_cli(*args, cwd=tmp_path), run_cli(*args, "--quiet", cwd=tmp_path)
     for p in (loud, quiet):
         assert p.returncode == 0, p.stderr

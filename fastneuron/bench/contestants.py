@@ -130,7 +130,7 @@ def _prepare_torch_func(members: int, steps: int, device: str) -> Run:
 
 # --- fastneuron.train (eager, compile, triton) ----------------------------------------
 
-def _prepare_fastneuron(backend: str, optimizer: str = "sgd") -> Callable[[int, int, str], Run]:
+def _prepare_fastneuron(backend: str, optimizer: str = "sgd", **options) -> Callable[[int, int, str], Run]:
     def prepare(members: int, steps: int, device: str) -> Run:
         import fastneuron
 
@@ -138,7 +138,8 @@ def _prepare_fastneuron(backend: str, optimizer: str = "sgd") -> Callable[[int, 
         lrs = lr_sweep(members)
 
         def run() -> None:
-            fastneuron.train(seeds, lrs, steps, optimizer=optimizer, backend=backend, device=device, progress=False)
+            fastneuron.train(seeds, lrs, steps, optimizer=optimizer, backend=backend, device=device, progress=False,
+                             **options)
             _sync(device)
 
         return run
@@ -282,6 +283,14 @@ CONTESTANTS = [
                  _compile_unavailable, compiles=True, note=f'backend="compile", optimizer="{opt}" (defaults of '
                                                            f'torch.optim.{name}), the same lrs')
       for opt, name in (("adam", "Adam"), ("adamw", "AdamW"), ("rmsprop", "RMSprop"))),
+    # SPEC v2 beside SGD's headline: label noise (a second Philox stream and Box-Muller per
+    # sample) and an lr schedule (a float64 product per member and step).
+    Contestant("compile-noise", "fastneuron compile noise", False, _prepare_fastneuron("compile", noise=0.1),
+               _compile_unavailable, compiles=True, note='backend="compile", noise=0.1 (label noise), the same lrs'),
+    Contestant("compile-schedule", "fastneuron compile schedule", False,
+               _prepare_fastneuron("compile", lr_schedule="warmup:steps=100,start=0.1+cosine:t_max=3000"),
+               _compile_unavailable, compiles=True,
+               note='backend="compile", lr_schedule="warmup:steps=100,start=0.1+cosine:t_max=3000"'),
     Contestant("triton", "fastneuron triton", False, _prepare_fastneuron("triton"), _triton_unavailable,
                compiles=True),
     Contestant("triton-kernel", "triton kernel only", False, _prepare_triton_kernel, _triton_kernel_unavailable,

@@ -29,6 +29,8 @@ SIZES = {
         "compile-adam": ([2**20], 3000),
         "compile-adamw": ([2**20], 3000),
         "compile-rmsprop": ([2**20], 3000),
+        "compile-noise": ([2**20], 3000),
+        "compile-schedule": ([2**20], 3000),
         "triton": ([2**10], 64),  # only with --interpret: a smoke run of the interpreter
         "triton-kernel": ([2**10], 64),
     },
@@ -53,6 +55,8 @@ SIZES = {
         "compile-adam": ([2**20], 3000),
         "compile-adamw": ([2**20], 3000),
         "compile-rmsprop": ([2**20], 3000),
+        "compile-noise": ([2**20], 3000),
+        "compile-schedule": ([2**20], 3000),
         "triton": ([2**14, 2**17, 2**20, 2**24], 3000),
         "triton-kernel": ([2**20, 2**24], 3000),
     },
