@@ -1,11 +1,13 @@
-"""The eager reference: SPEC §3, §3b and §4, one float32 operation per line.
+"""The eager reference: SPEC §3, §3b, §3d and §4, one float32 operation per line.
 
 The fast backends do not copy this code. ``fastneuron/kernels/compiled.py`` hands
 :func:`run_steps` to ``torch.compile``; the Triton kernel is checked against it
 bit for bit. Every line below, and in the optimizer's and problem's code it calls
-(:mod:`fastneuron.optim`, :mod:`fastneuron.problems`), is one separately rounded
-float32 operation, as the SPEC asks: no fused multiply-add, no reassociation, no
-float64.
+(:mod:`fastneuron.optim`, :mod:`fastneuron.problems`, whose samples, label noise and
+Gaussian x come from :mod:`fastneuron.rng` and :mod:`fastneuron.normal`), is one
+separately rounded float32 operation, as the SPEC asks: no fused multiply-add, no
+reassociation, no float64 (but SPEC §3d's one float64 product of an lr and its
+schedule's factor, and §3c's tables).
 """
 
 from __future__ import annotations

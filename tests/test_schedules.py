@@ -35,12 +35,12 @@ from torch.optim import lr_scheduler as L
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from test_adam import _per_member, spec_streams  # noqa: E402  (the SPEC's streams, as test_adam's oracle reads them)
 
 from compare import assert_bits_equal  # noqa: E402
 from conftest import requires_triton  # noqa: E402
 
 import fastneuron  # noqa: E402
-from fastneuron import rng  # noqa: E402
 from fastneuron import schedules as S  # noqa: E402
 
 U64_MAX = 2**64 - 1
@@ -430,23 +430,6 @@ def _members(case: str, m: int = len(SEEDS)):
     def pick(v):
         return [v[i] for i in idx] if isinstance(v, list) else v
     return pick(SEEDS), pick(LRS), {k: pick(v) for k, v in member.items()}
-
-
-def spec_streams(seeds, steps: int, batch: int):
-    """(w0, b0) (M,) and x (M, steps*batch) of the SPEC's init and data streams, float32."""
-    s = torch.tensor([v - 2**64 if v >= 2**63 else v for v in seeds], dtype=torch.int64)
-    s_lo, s_hi = rng.split_seeds(s)
-    w0, b0 = rng.init_params(s_lo, s_hi)
-    n = steps * batch
-    q = torch.arange((n + 3) // 4, dtype=torch.int64)
-    block = rng.data_block(s_lo[:, None], s_hi[:, None], q[None, :], torch.tensor(1.0), torch.tensor(4.0))
-    xs = torch.stack(block, dim=2).reshape(len(seeds), -1)[:, :n]  # sample n: word n % 4 of block n // 4
-    return w0, b0, xs
-
-
-def _per_member(value, m: int) -> list:
-    values = value if isinstance(value, (list, tuple)) else [value] * m
-    return [float(np.float32(v)) for v in values]
 
 
 def torch_optim_run(case: str, m: int, steps: int):
