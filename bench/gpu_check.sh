@@ -78,9 +78,9 @@ phase "kernel only (M=2**24, T=3000)" 60 "$out/gpu-$stamp-kernel.txt" \
 phase "bench (triton, compile, eager, jax)" 120 "$out/gpu-$stamp-bench.txt" \
     env XLA_PYTHON_CLIENT_PREALLOCATE=false "$py" -m fastneuron.bench --device cuda \
     --contestants triton,compile,eager,jax --repeats 3 --json "$out/gpu-$stamp.json" --csv "$out/gpu-$stamp.csv"
-# 3. Bit for bit on the GPU.
+# 3. Bit for bit on the GPU (addopts replaced: the image may lack pytest-xdist).
 phase "CUDA equality tests" 90 "$out/gpu-$stamp-tests.txt" \
-    "$py" -m pytest -q -p no:cacheprovider tests/test_compile.py tests/test_triton.py -k cuda
+    "$py" -m pytest -q -p no:cacheprovider -o addopts=-ra tests/test_compile.py tests/test_triton.py -k cuda
 # 4. What exactness costs.
 phase "FMA ablation (enable_fp_fusion off/on)" 60 "$out/gpu-$stamp-fma.txt" \
     "$py" bench/kernel_only.py --members $((2**24)) --steps 3000 --repeats 3 --fusion both \

@@ -16,10 +16,13 @@ import torch
 import fastneuron
 import spec_numpy as S
 from compare import U64_MAX, assert_bits_equal, assert_same_results, seeds_for
-from conftest import SPEC_VECTORS, requires_triton
+from conftest import HAS_CUDA, SPEC_VECTORS, requires_triton
 from fastneuron.optim_adam import sqrt_rn
 from fastneuron.schedules import make_schedule
 from test_spec_numpy import assert_run_matches
+
+#: The Triton kernel's device: CUDA when present, else the CPU under TRITON_INTERPRET=1.
+TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 #: Awkward sizes: 7 members (a prime), 37 steps (not a multiple of 4), logged every 5.
 M, STEPS, LOG = 7, 37, 5
@@ -91,7 +94,7 @@ def test_triton_equals_eager(case):
     kw = CASES[case]
     seeds = seeds_for(M)
     eager = fastneuron.train(seeds, LRS, STEPS, backend="eager", log_every=LOG, **kw)
-    triton = fastneuron.train(seeds, LRS, STEPS, backend="triton", device="cpu", log_every=LOG, **kw)
+    triton = fastneuron.train(seeds, LRS, STEPS, backend="triton", device=TRITON_DEVICE, log_every=LOG, **kw)
     assert_same_results(eager, triton, members=True)
 
 
@@ -102,7 +105,7 @@ def test_triton_adam_with_noise_equals_eager(optimizer):
     kw = dict(optimizer=optimizer, noise=NOISES, x_dist="normal", x_mean=1.0, x_std=2.0)
     seeds = seeds_for(M)
     eager = fastneuron.train(seeds, LRS, STEPS, backend="eager", log_every=LOG, **kw)
-    triton = fastneuron.train(seeds, LRS, STEPS, backend="triton", device="cpu", log_every=LOG, **kw)
+    triton = fastneuron.train(seeds, LRS, STEPS, backend="triton", device=TRITON_DEVICE, log_every=LOG, **kw)
     assert_same_results(eager, triton, members=True)
 
 
