@@ -84,6 +84,21 @@ def spec_streams(seeds, steps: int, batch: int):
     return w0, b0, xs
 
 
+def spec_gradient(w, b, xs, t: int, batch: int):
+    """SPEC §3's gradient (gw, gb) of step t at (w, b): the step's samples of ``xs`` summed
+    left to right, then the batch mean (what the oracles write into ``.grad``)."""
+    a32, c32 = torch.tensor(2.0), torch.tensor(1.0)
+    gw = gb = None
+    for j in range(batch):
+        x = xs[:, t * batch + j]
+        g = 2.0 * ((w * x + b) - (a32 * x + c32))
+        gw = g * x if gw is None else gw + g * x
+        gb = g if gb is None else gb + g
+    if batch > 1:
+        gw, gb = gw / float(batch), gb / float(batch)
+    return gw, gb
+
+
 def _per_member(value, m: int) -> list:
     """Each member's value as the Python float of its float32 (what fastneuron uses)."""
     values = value if isinstance(value, (list, tuple)) else [value] * m
@@ -113,18 +128,10 @@ def torch_optim_run(optimizer: str, seeds, lrs, steps: int, batch: int, member: 
         extra["momentum"] = 0.9  # SGD checks nesterov against its default; every group sets its own
     opt = cls(groups, **run, **extra)
     w, b = weight.view(m), bias.view(m)
-    a32, c32, two = torch.tensor(2.0), torch.tensor(1.0), 2.0
     diverged = torch.full((m,), -1, dtype=torch.int64)
     with torch.no_grad():
         for t in range(steps):
-            gw = gb = None
-            for j in range(batch):  # SPEC §3: the gradient of the step's samples, summed left to right
-                x = xs[:, t * batch + j]
-                g = two * ((w * x + b) - (a32 * x + c32))
-                gw = g * x if gw is None else gw + g * x
-                gb = g if gb is None else gb + g
-            if batch > 1:
-                gw, gb = gw / float(batch), gb / float(batch)
+            gw, gb = spec_gradient(w, b, xs, t, batch)
             gw_all.view(m).copy_(gw)
             gb_all.view(m).copy_(gb)
             opt.step()

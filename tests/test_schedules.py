@@ -35,7 +35,7 @@ from torch.optim import lr_scheduler as L
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from test_adam import _per_member, spec_streams  # noqa: E402  (the SPEC's streams, as test_adam's oracle reads them)
+from test_adam import _per_member, spec_gradient, spec_streams  # noqa: E402  (the SPEC's streams, as test_adam's oracle reads them)
 
 from compare import assert_bits_equal  # noqa: E402
 from conftest import requires_triton  # noqa: E402
@@ -455,18 +455,10 @@ def torch_optim_run(case: str, m: int, steps: int):
     else:
         sched = getattr(L, torch_sched[0])(opt, *torch_sched[1:])
     w, b = weight.view(m), bias.view(m)
-    a32, c32 = torch.tensor(2.0), torch.tensor(1.0)
     diverged = torch.full((m,), -1, dtype=torch.int64)
     with torch.no_grad():
         for t in range(steps):
-            gw = gb = None
-            for j in range(batch):  # SPEC §3: the mean loss's gradient, sums left to right
-                x = xs[:, t * batch + j]
-                g = 2.0 * ((w * x + b) - (a32 * x + c32))
-                gw = g * x if gw is None else gw + g * x
-                gb = g if gb is None else gb + g
-            if batch > 1:
-                gw, gb = gw / float(batch), gb / float(batch)
+            gw, gb = spec_gradient(w, b, xs, t, batch)
             gw_all.view(m).copy_(gw)
             gb_all.view(m).copy_(gb)
             opt.step()
