@@ -457,6 +457,13 @@ def error_message(exc: BaseException) -> str:
     return flag_names(message)
 
 
+def _say(line: str) -> None:
+    # One write per line: the ranks of a distributed run share torchrun's stderr, and under
+    # PYTHONUNBUFFERED print's two writes (text, then newline) let two ranks' lines run together.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: Optional[list] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     has_bench = _has_bench()
@@ -468,17 +475,17 @@ def main(argv: Optional[list] = None) -> int:
             return _train(args)
         raise CLIError(f"unknown command {args.command!r}")
     except (ValueError, OSError) as exc:  # CLIError, and every refusal of the Python API
-        print(f"{PROG}: error: {error_message(exc)}", file=sys.stderr)
+        _say(f"{PROG}: error: {error_message(exc)}")
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        _say(f"{PROG}: interrupted")
         return 130
     except RuntimeError as exc:
         from .distributed import DistributedError
 
         if not isinstance(exc, DistributedError):
             raise
-        print(f"{PROG}: error: {str(exc).removeprefix(PROG + ': ')}", file=sys.stderr)
+        _say(f"{PROG}: error: {str(exc).removeprefix(PROG + ': ')}")
         return 1
 
 

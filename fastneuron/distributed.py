@@ -237,7 +237,9 @@ def _test_fail(spec: str, rank: int, when: str) -> None:
         return
     who, _, at = spec.partition(":")
     if int(who) == rank and (at or "before") == when:
-        print(f"fastneuron: {TEST_FAIL_ENV}={spec}: rank {rank} exits {when} training", file=sys.stderr, flush=True)
+        # One write, as __main__._say: the ranks share torchrun's stderr.
+        sys.stderr.write(f"fastneuron: {TEST_FAIL_ENV}={spec}: rank {rank} exits {when} training\n")
+        sys.stderr.flush()
         os._exit(1)
 
 

@@ -365,7 +365,8 @@ def test_torchrun_agent_dying_ends_the_workers(tmp_path):
             agent.kill()
             agent.wait()
     lost = [line for line in stderr.splitlines() if "lost contact with the run's key-value store" in line]
-    assert sorted(line.split(" of 2 ")[0] for line in lost) == [f"fastneuron: error: rank {r}" for r in range(2)]
+    assert sorted(line.split(" of 2 ")[0] for line in lost) == [f"fastneuron: error: rank {r}" for r in range(2)], \
+        stderr[-3000:]
     assert all(line.startswith("fastneuron: error: rank ") and "while training its shard" in line for line in lost)
     # Issue 13 item 11: c10d's warning with C++ stack frames no longer comes first.
     assert "Exception raised from" not in stderr and "frame #" not in stderr, stderr[-3000:]
