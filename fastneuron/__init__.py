@@ -12,9 +12,9 @@ SPEC_VERSION = 2
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "grid": ".api", "train": ".api",
+    "grid": ".members", "train": ".api",
     "RunSpec": ".spec",
-    "TrainResult": ".result", "load": ".result", "ResultNotSaved": ".result",
+    "TrainResult": ".result", "load": ".parts", "ResultNotSaved": ".result",
     "population_risk": ".problems",
     "to_pandas": ".tables", "to_xarray": ".tables", "to_parquet": ".tables",
     "philox4x32": ".rng", "uint32_to_uniform": ".rng", "normal_block": ".normal",

@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from .files import check_writable
+from .part_writer import is_directory_path
 from .cli_values import (  # noqa: F401  (parse_seeds, parse_floats, product: used by tests)
     CLIError, Seeds, count_floats, parse_betas, parse_floats, parse_one_float, parse_seeds, product)
 
@@ -171,7 +172,8 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
                    "the summary and writes --out, rank r checkpoints to PATH.rank{r}")
 
     g = tr.add_argument_group("files")
-    g.add_argument("--out", metavar="PATH", help="save the result (.npz, read it with fastneuron.load)")
+    g.add_argument("--out", metavar="PATH", help="save the result (.npz, read it with fastneuron.load); a "
+                   "directory (DIR/) gets one part per rank as the run goes, and its checkpoints")
     g.add_argument("--checkpoint", metavar="PATH", help="save the state to PATH as the run goes, atomically")
     g.add_argument("--checkpoint-every", type=float, default=5.0, metavar="SECONDS",
                    help="seconds between checkpoints (default: 5)")
@@ -270,10 +272,14 @@ def _train(args) -> int:
               count_floats(wd_text, "--weight-decay"), count_floats(noise_text, "--noise")]
     problem = _problem_options(args)
     m = math.prod(counts)
-    check_host_memory(m, _n_logged(args.steps, args.log_every))
+    if args.resume is not None and args.out is None and os.path.isdir(args.resume):
+        args.out = args.resume  # resuming a parts directory: the run goes on writing there
+    out_dir = args.out if args.out is not None and is_directory_path(args.out) else None
+    if out_dir is None:  # the members are described (a grid); the results are not, unless they go to a directory
+        check_host_memory(m, _n_logged(args.steps, args.log_every))
 
-    checkpoint = args.checkpoint if args.checkpoint is not None else args.resume
-    for option, path in (("--out", args.out),
+    checkpoint = args.checkpoint if args.checkpoint is not None else (args.resume if out_dir is None else None)
+    for option, path in (("--out", None if out_dir else args.out),
                          ("--checkpoint" if args.checkpoint is not None else "--resume", checkpoint)):
         if path is not None and not (option == "--out" and args.distributed and os.environ.get("RANK", "0") != "0"):
             _check_writable(option, path)
@@ -283,19 +289,23 @@ def _train(args) -> int:
     wds = parse_floats(wd_text, "--weight-decay")
     noises = parse_floats(noise_text, "--noise")
 
-    # Noise joins the product only with several values: one value is a scalar, no array of M.
-    seeds_m, lrs_m, mus_m, wds_m, *noise_m = product(seeds.materialize(), lrs, mus, wds,
-                                                     *([noises] if len(noises) > 1 else []))
-    if member_momentum:
-        options["momentum"] = mus_m if len(mus) > 1 else float(mus[0])
-    if args.weight_decay is not None or args.optimizer != "adamw":  # adamw: torch's default 0.01 when not given
-        options["weight_decay"] = wds_m if len(wds) > 1 else float(wds[0])
-    problem["noise"] = noise_m[0] if noise_m else float(noises[0])
+    # The product seeds x lrs x momentum x weight decay x noise, described (fastneuron.grid):
+    # each member's values are expanded on the device, block by block, never as arrays of M.
+    import fastneuron
 
-    done_before = _steps_done(args.resume, len(seeds_m), args.steps) if args.resume else 0
-    if args.resume and args.distributed:  # one checkpoint per rank (those this machine sees)
-        done_before = sum(_steps_done(p, len(seeds_m), args.steps)
-                          for p in glob.glob(glob.escape(args.resume) + ".rank*"))
+    seed_axis = seeds.ranges[0] if len(seeds.ranges) == 1 else seeds.materialize()
+    grid = fastneuron.grid(seed_axis, lrs, momentum=mus, weight_decay=wds, noise=noises)
+    if member_momentum:
+        options["momentum"] = grid["momentum"]
+    if args.weight_decay is not None or args.optimizer != "adamw":  # adamw: torch's default 0.01 when not given
+        options["weight_decay"] = grid["weight_decay"]
+    problem["noise"] = grid["noise"]
+
+    done_before = 0
+    if args.resume and out_dir is None:
+        done_before = _steps_done(args.resume, m, args.steps)
+        if args.distributed:  # one checkpoint per rank (those this machine sees)
+            done_before = sum(_steps_done(p, m, args.steps) for p in glob.glob(glob.escape(args.resume) + ".rank*"))
     import fastneuron
 
     t0 = time.perf_counter()
@@ -303,11 +313,11 @@ def _train(args) -> int:
     # not preceded by numpy's overflow warning.
     with np.errstate(over="ignore", invalid="ignore"), _names_path(checkpoint):
         result = fastneuron.train(
-            seeds_m, lrs_m, args.steps, optimizer=args.optimizer, batch_size=args.batch_size, log_every=args.log_every,
-            backend=args.backend, device=args.device,
+            grid["seeds"], grid["lrs"], args.steps, optimizer=args.optimizer, batch_size=args.batch_size,
+            log_every=args.log_every, backend=args.backend, device=args.device,
             **options, **problem, lr_schedule=args.lr_schedule,
             progress=not args.quiet, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
-            resume=args.resume, member_block=args.member_block, distributed=args.distributed,
+            resume=args.resume, member_block=args.member_block, distributed=args.distributed, out=out_dir,
         )
     seconds = time.perf_counter() - t0
     timing = progress.last_run_timing()
@@ -315,7 +325,7 @@ def _train(args) -> int:
         timing.start_up_s = timing.first_chunk_end - t0  # from the CLI's call: the checks count too
     if result is None:  # a rank other than 0 of a distributed run
         return 0
-    if args.out is not None:
+    if args.out is not None and out_dir is None:
         with _names_path(args.out):
             result.save(args.out)
     print(summary(result, counts, seconds, done_before=done_before if args.resume else None, out=args.out,
@@ -348,6 +358,11 @@ def _steps_done(path: str, m: int, steps: int) -> int:
     return min(m * steps, b0 * steps + (b1 - b0) * t)
 
 
+#: Above this many members of a parts directory, the CLI's medians (which read whole
+#: columns) are left to the streaming summary.
+_MEDIAN_MEMBERS = 1 << 26
+
+
 def summary(result, shape, seconds: float, *, done_before: Optional[int] = None, out: Optional[str] = None,
             timing=None) -> str:
     """The lines printed after a run (``done_before``: neuron-steps a resumed checkpoint held).
@@ -361,10 +376,16 @@ def summary(result, shape, seconds: float, *, done_before: Optional[int] = None,
     m = len(result)
     names = ("seeds", "lrs", "momenta", "weight decays", "noise levels")
     factors = " x ".join(f"{n} {k}" for n, k in zip(shape, names) if n > 1 or k == "seeds")
-    diverged = int((result.diverged_at >= 0).sum())
-    ok = (result.diverged_at < 0).numpy()
+    if hasattr(result, "iter_parts") and m > _MEDIAN_MEMBERS:  # a parts directory too large to read whole
+        diverged = sum(int((part.diverged_at >= 0).sum()) for _, part in result.iter_parts())
+        ok = None
+    else:
+        diverged = int((result.diverged_at >= 0).sum())
+        ok = (result.diverged_at < 0).numpy()
 
     def median(x) -> str:
+        if ok is None:
+            return f"n/a ({m} members: fastneuron.load(DIR).summary() streams the quantiles)"
         return f"{float(np.median(x.numpy()[ok])):.9g}" if ok.any() else "n/a (every member diverged)"
 
     resumed = done_before is not None
@@ -388,9 +409,9 @@ def summary(result, shape, seconds: float, *, done_before: Optional[int] = None,
                                               " of the run was done before)" if resumed else ""),
         f"neuron-steps/s {rate}" + (" (the steps of this process)" if resumed else ""),
         f"diverged       {diverged} ({100.0 * diverged / m:.3g}%)",
-        f"median weight  {median(result.weight)}   (target a = {s['a']:g})",
-        f"median bias    {median(result.bias)}   (target c = {s['c']:g})",
-        f"median risk    {median(result.risk)}",
+        f"median weight  {median(None if ok is None else result.weight)}   (target a = {s['a']:g})",
+        f"median bias    {median(None if ok is None else result.bias)}   (target c = {s['c']:g})",
+        f"median risk    {median(None if ok is None else result.risk)}",
     ]
     if out is not None:
         lines.append(f"saved          {out}")

@@ -31,7 +31,10 @@ class Bound:
 
 def distinct(x: torch.Tensor) -> torch.Tensor:
     """``x`` itself, or its one value when it is a broadcast (stride 0) view: checks of
-    a shared option then cost nothing per member."""
+    a shared option then cost nothing per member. A grid's column
+    (:class:`fastneuron.members.GridColumn`) gives the axis values it holds."""
+    if hasattr(x, "distinct"):
+        return x.distinct()
     return x[:1] if x.dim() == 1 and x.numel() and x.stride(0) == 0 else x
 
 

@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Optional
-
-import numpy as np
 
 from .distributed import run_distributed
 from .engine import run
-from .result import TrainResult
+from .members import grid  # noqa: F401  (fastneuron.grid: re-exported with train)
+from .parts import load_parts
+from .result import ResultNotSaved, TrainResult, check_writable
 from .spec import RunSpec
-
-
-def grid(seeds, lrs, **per_member) -> dict:
-    """The product of seeds, learning rates and any other per-member option.
-
-    Returns a dict of equal-length lists to pass on: ``train(**grid(seeds=range(10),
-    lrs=[1e-3, 1e-2]), steps=100)``. The first argument varies slowest, as in
-    ``itertools.product``: member ``i`` of ``grid(seeds=S, lrs=L)`` has seed
-    ``S[i // len(L)]`` and lr ``L[i % len(L)]``.
-    """
-    names = ["seeds", "lrs", *per_member]
-    axes = [list(seeds), [lrs] if np.isscalar(lrs) else list(lrs)]
-    axes += [[v] if np.isscalar(v) else list(v) for v in per_member.values()]
-    for name, axis in zip(names, axes):
-        if not axis:
-            raise ValueError(f"{name} is empty: a grid needs at least one value on each axis")
-    columns = zip(*itertools.product(*axes))
-    return {name: list(col) for name, col in zip(names, columns)}
 
 
 def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "linear", batch_size: int = 1,
           log_every: Optional[int] = None, backend: str = "auto", device=None, progress: Optional[bool] = None,
           checkpoint=None, checkpoint_every: float = 5.0, resume=None, member_block: Optional[int] = None,
-          distributed: bool = False, lr_schedule=None, **options) -> Optional[TrainResult]:
+          distributed: bool = False, lr_schedule=None, out=None, **options) -> Optional[TrainResult]:
     """Train one ``nn.Linear(1, 1)`` per member by per-sample SGD, as SPEC.md says.
 
     Member ``m`` has ``seeds[m]`` (an integer in [0, 2**64)) and ``lrs[m]`` (a scalar
@@ -91,5 +72,17 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
     spec = RunSpec.build(seeds, lrs, steps, optimizer=optimizer, problem=problem, batch_size=batch_size,
                          log_every=log_every, backend=backend, device=device, progress=progress,
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-                         member_block=member_block, distributed=distributed, lr_schedule=lr_schedule, **options)
-    return run_distributed(spec) if spec.distributed else run(spec)
+                         member_block=member_block, distributed=distributed, lr_schedule=lr_schedule, out=out,
+                         **options)
+    if out is not None and spec.out is None:
+        check_writable("out", out)
+    result = run_distributed(spec) if spec.distributed else run(spec)
+    if spec.out is not None and not spec.distributed:
+        spec.write_manifest([(0, len(spec))])
+        return load_parts(spec.out)
+    if out is not None and spec.out is None and result is not None:
+        try:
+            result.save(out)
+        except OSError as exc:  # the run is done: hand its result over with the error
+            raise ResultNotSaved(out, result, exc) from exc
+    return result

@@ -45,14 +45,19 @@ _V1_DEFAULTS = {"optimizer": "sgd", "problem": "linear"}
 def save_checkpoint(path, spec, *, block_start: int, block_stop: int, step: int, arrays: dict) -> None:
     """Write ``arrays`` (host tensors by name, None for absent ones) of run ``spec`` at
     the given position to ``path``, atomically."""
-    from ._version import __version__
-
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastneuron_version": __version__,
-            "settings": spec.run_settings, "members_digest": spec.digest,
-            "block_start": block_start, "block_stop": block_stop, "step": step}
+    meta = header(spec, block_start=block_start, block_stop=block_stop, step=step)
     data = {k: v.numpy() for k, v in arrays.items() if v is not None}
     data["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **data))
+
+
+def header(spec, *, block_start: int, block_stop: int, step: int) -> dict:
+    """A checkpoint's header (``meta``): also a parts directory's ``progress.json``."""
+    from ._version import __version__
+
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "fastneuron_version": __version__,
+            "settings": spec.run_settings, "members_digest": spec.digest,
+            "block_start": block_start, "block_stop": block_stop, "step": step}
 
 
 def load_checkpoint(path, spec) -> tuple[dict, dict]:
@@ -77,7 +82,7 @@ def load_checkpoint(path, spec) -> tuple[dict, dict]:
             raise ValueError(f"resume: {path} is not a fastneuron checkpoint (it has no 'meta' header)") from None
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise ValueError(f"resume: {path} is not a fastneuron checkpoint ({_one_line(exc)})") from None
-        _check_header(path, meta, spec)
+        check_header(path, meta, spec)
         try:
             check_arrays(z, expected_arrays(spec), header="meta")
             arrays = {k: torch.from_numpy(z.read(k)) for k in sorted(z.names - {"meta"})}
@@ -102,7 +107,8 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _check_header(path, meta: dict, spec) -> None:
+def check_header(path, meta: dict, spec) -> None:
+    """ValueError (\"resume: PATH ...\") unless ``meta`` is a checkpoint header run ``spec`` resumes."""
     if meta.get("format") != FORMAT:
         raise ValueError(f"resume: {path} is not a fastneuron checkpoint")
     version = meta.get("format_version", 1)
@@ -139,9 +145,20 @@ def _check_header(path, meta: dict, spec) -> None:
 
 def _check_values(path, meta: dict, spec, arrays: dict) -> None:
     """diverged_at of the members trained so far names a step they have reached, or -1."""
+    check_diverged(path, meta, spec, lambda a, b: arrays["diverged_at"][a:b])
+
+
+def check_diverged(path, meta: dict, spec, read) -> None:
+    """diverged_at (``read(start, stop)``: members [start, stop)) of the members trained
+    so far names a step they have reached, or -1; read in pieces of 2**22 members."""
     b0, b1, t = meta["block_start"], meta["block_stop"], meta["step"]
-    div = arrays["diverged_at"]
-    done, block = div[:b0], div[b0:b1] if t else div[:0]
-    if bool((done < -1).any() | (done >= spec.steps).any() | (block < -1).any() | (block >= t).any()):
+    bad = False
+    for a in range(0, b0, 1 << 22):
+        done = read(a, min(b0, a + (1 << 22)))
+        bad |= bool((done < -1).any() | (done >= spec.steps).any())
+    if t:
+        block = read(b0, b1)
+        bad |= bool((block < -1).any() | (block >= t).any())
+    if bad:
         raise ValueError(f"resume: {path} is a broken fastneuron checkpoint (diverged_at holds a step the "
                          f"members have not reached)")

@@ -85,6 +85,7 @@ from . import engine
 from .distributed_watch import (  # noqa: F401  (re-exported: the errors and knobs of a run)
     ABANDON_SECONDS, CHECK_SECONDS, HEARTBEAT_SECONDS, PEER_TIMEOUT_ENV, PEER_TIMEOUT_SECONDS, DistributedError,
     _seconds, _Watch)
+from .parts import load_parts
 from .result import TrainResult
 from .spec import RunSpec
 
@@ -166,7 +167,8 @@ def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
     dev = torch.device("cuda", _local_rank(rank)) if spec.device.type == "cuda" else spec.device
     if dev.type == "cuda" and dev.index < torch.cuda.device_count():
         torch.cuda.set_device(dev)
-    mine = spec.shard(first, stop, dev, suffix=f".rank{rank}", progress=spec.progress if rank == 0 else False)
+    mine = spec.shard(first, stop, dev, suffix=f".rank{rank}", progress=spec.progress if rank == 0 else False,
+                      part=rank)
     watch = _Watch(dist.distributed_c10d._get_default_store(), rank, world)
     try:
         fail = os.environ.get(TEST_FAIL_ENV, "")
@@ -182,7 +184,7 @@ def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
         shard = None
         watch.training = True
         try:
-            if stop > first:
+            if stop > first or spec.out is not None:  # a parts directory has a part for every rank
                 shard = engine.run(mine, between_chunks=between_chunks)
         except Exception as exc:
             if isinstance(exc, DistributedError):  # a peer or the store was lost: the watch said which
@@ -212,14 +214,26 @@ def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
             verdict = watch.wait_verdict()
             if not verdict["ok"]:
                 raise DistributedError(f"fastneuron: rank 0 abandoned the run: {verdict['error']}")
+            if spec.out is not None:
+                watch.acknowledge_verdict()
         else:
             try:
                 _check_reports(watch, watch.wait_done(), world)
             except DistributedError as exc:
                 watch.abandon(str(exc))
                 raise
+            if spec.out is not None:  # every part is done: the manifest makes the directory a result
+                try:
+                    spec.write_manifest([shard_bounds(m, p, world) for p in range(world)], world_size=world)
+                except (OSError, ValueError) as exc:
+                    error = f"fastneuron: rank 0 of {world} could not write {spec.out}/manifest.json: {exc}"
+                    watch.abandon(error)
+                    raise DistributedError(error) from exc
             watch.post("verdict", {"ok": True})
-        gathered = _gather(shard, spec, rank, world, dev)
+            if spec.out is not None:
+                watch.wait_read()
+        if spec.out is None:
+            gathered = _gather(shard, spec, rank, world, dev)
     except BaseException:
         _group_healthy = False
         raise
@@ -227,6 +241,8 @@ def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
         watch.stop()
     if rank != 0:
         return None
+    if spec.out is not None:
+        return load_parts(spec.out)
     whole = spec.shard(0, m, dev, suffix="", progress=None)  # the whole run, as rank 0 ran it
     return whole.result(gathered["weight"], gathered["bias"], gathered["diverged_at"],
                         gathered.get("history_weight"), gathered.get("history_bias"), world_size=world)

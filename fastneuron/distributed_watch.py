@@ -197,6 +197,22 @@ class _Watch:
         except Exception:
             pass
 
+    def acknowledge_verdict(self) -> None:
+        """Not rank 0: say that rank 0's good verdict was read (rank 0 may end now)."""
+        self._call("acknowledging rank 0's verdict", self.store.add, "read", 1)
+
+    def wait_read(self) -> None:
+        """Rank 0, after a good verdict with nothing to gather: wait until every other rank
+        has read it (the store may live in this process), watching their heartbeats."""
+        seen: dict = {}
+        what = "waiting for the other ranks to read its verdict"
+        while self._call(what, self.store.add, "read", 0) < self.world - 1:
+            for p in range(1, self.world):
+                dead = self._call(what, self._stale, seen, p, what)
+                if dead:
+                    raise DistributedError(dead)
+            time.sleep(0.05)
+
     def abandon(self, error: str) -> None:
         """Rank 0: post the failing verdict, then wait a little (at most ABANDON_SECONDS)
         for the other live ranks to read it, since the store may live in this process."""

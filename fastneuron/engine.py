@@ -10,15 +10,19 @@ input: the spec was validated when it was built.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from . import kernels
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_diverged, check_header, header, load_checkpoint, save_checkpoint
 from .progress import Progress
 from .files import ResultNotSaved
+from .members import describe
+from .part_writer import PROGRESS, PartWriter, part_name
 from .reference import Constants, History, Members, State, StepConfig
 from .spec import RunSpec, take
 
@@ -35,18 +39,19 @@ HOST_BYTES_PER_MEMBER = 28
 
 
 def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
-    """Train every member of ``spec``; the whole result (TrainResult, on the host).
+    """Train every member of ``spec``; the whole result (TrainResult, on the host), or
+    None when the results stream to a parts directory (``spec.out``: this process writes
+    part ``spec.part``; the caller writes the manifest).
 
     ``between_chunks()`` runs after every chunk of steps (a distributed run checks on
     its peers there); an exception from it ends the run."""
     m, steps, dev = len(spec), spec.steps, spec.device
-    block = member_block(m, spec.n_logged, dev, spec.member_block, len(spec.state_names()),
-                         len(spec.member_options) + len(spec.problem_options))
-    host = _host_arrays(spec)
+    store = _PartStore(spec) if spec.out is not None else _HostStore(spec)
+    block = max(1, member_block(m, spec.n_logged, dev, spec.member_block, len(spec.state_names()),
+                                len(spec.member_options) + len(spec.problem_options), host_bytes=store.host_bytes))
     start, t_start = 0, 0
     if spec.resume is not None:
-        position, saved = load_checkpoint(spec.resume, spec)
-        host.update(saved)
+        position = store.resume()
         start, t_start = position["block_start"], position["step"]
         block = max(1, position["block_stop"] - position["block_start"])
 
@@ -57,12 +62,12 @@ def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
 
     def save(first: int, stop: int, t: int, state: Optional[State], history: Optional[History]) -> None:
         if state is not None:
-            _store_block(host, spec, first, stop, state, history)
-        save_checkpoint(spec.checkpoint, spec, block_start=first, block_stop=stop, step=t, arrays=host)
+            store.store_block(first, stop, state, history, final=False)
+        store.checkpoint(first, stop, t)
         last_save[0] = time.monotonic()
 
     def due() -> bool:
-        return spec.checkpoint is not None and time.monotonic() - last_save[0] >= spec.checkpoint_every
+        return store.checkpoints and time.monotonic() - last_save[0] >= spec.checkpoint_every
 
     try:
         for first in range(start, m, block):
@@ -70,9 +75,10 @@ def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
             # torch.compile specializes on a block of one member: give it a second.
             pad = 1 if spec.backend == "compile" and stop - first == 1 else 0
             members = spec.block(first, stop, dev, pad)
-            history = _block_history(host, spec, first, stop, pad)
-            if first == start and t_start:
-                state, t = _saved_state(host, spec, first, stop, pad), t_start
+            resumed = first == start and t_start > 0
+            history = store.block_history(first, stop, pad, resumed)
+            if resumed:
+                state, t = store.saved_state(first, stop, pad), t_start
                 bar.update(t, stop - first, timed=False)
             else:
                 state, t = fresh_state(stepper, members, config, spec.state_names()), 0
@@ -85,7 +91,7 @@ def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
                     save(first, stop, t_now, state_now, history)
 
             state = train_block(stepper, state, t, steps, members, consts, config, history, on_chunk)
-            _store_block(host, spec, first, stop, state, history)
+            store.store_block(first, stop, state, history, final=True)
             if stop < m and due():
                 save(stop, min(m, stop + block), 0, None, None)
     finally:
@@ -93,16 +99,7 @@ def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
     # The last block's constants and the stepper's spare buffers are no longer needed:
     # let their memory serve the result below.
     members = stepper = state = None
-    not_saved = None
-    if spec.checkpoint is not None:
-        try:
-            save(m, m, steps, None, None)
-        except (OSError, ValueError) as exc:  # the run is done: hand its result over with the error
-            not_saved = exc
-    result = _result(spec, host)
-    if not_saved is not None:
-        raise ResultNotSaved(spec.checkpoint, result, not_saved) from not_saved
-    return result
+    return store.finish(save)
 
 
 def train_block(stepper: kernels.Stepper, state: State, t: int, steps: int, members: Members, consts: Constants,
@@ -141,11 +138,14 @@ def available_bytes(dev: torch.device) -> int:
     return 8 << 30  # unknown: assume a small machine
 
 
-def check_host_memory(m: int, n_logged: int, n_state: int = 1, n_options: int = 2) -> None:
+def check_host_memory(m: int, n_logged: int, n_state: int = 1, n_options: int = 2,
+                      host_bytes: Optional[int] = None) -> None:
     """ValueError when the inputs and results of ``m`` members with ``n_logged`` logged
     steps, ``n_state`` optimizer buffers per parameter and ``n_options`` per-member
-    options (defaults: SGD with momentum) cannot fit in the host's available memory."""
-    host_need = m * (HOST_BYTES_PER_MEMBER + 8 * n_state + 4 * n_options + 8 * n_logged)
+    options (defaults: SGD with momentum) cannot fit in the host's available memory
+    (``host_bytes``: the bytes per member instead, when the caller knows better)."""
+    per_member = HOST_BYTES_PER_MEMBER + 8 * n_state + 4 * n_options + 8 * n_logged
+    host_need = m * (per_member if host_bytes is None else host_bytes)
     host_free = available_bytes(torch.device("cpu"))
     if host_need > host_free:
         raise ValueError(f"seeds: {m} members with {n_logged} logged steps need about "
@@ -154,11 +154,11 @@ def check_host_memory(m: int, n_logged: int, n_state: int = 1, n_options: int = 
 
 
 def member_block(m: int, n_logged: int, device: torch.device, requested: Optional[int], n_state: int = 1,
-                 n_options: int = 2) -> int:
+                 n_options: int = 2, host_bytes: Optional[int] = None) -> int:
     """How many of ``m`` members to train at once on ``device`` (``requested``, or what
     a quarter of its free memory holds); ValueError when the run cannot fit at all.
-    ``n_state`` and ``n_options`` as for :func:`check_host_memory`."""
-    check_host_memory(m, n_logged, n_state, n_options)
+    ``n_state``, ``n_options`` and ``host_bytes`` as for :func:`check_host_memory`."""
+    check_host_memory(m, n_logged, n_state, n_options, host_bytes)
     if requested is not None:
         return min(m, requested)
     free = available_bytes(device) // 4
@@ -166,71 +166,199 @@ def member_block(m: int, n_logged: int, device: torch.device, requested: Optiona
     return min(m, max(1, free // per_member))
 
 
-# -- host arrays ----------------------------------------------------------------------
+# -- where results go: the host's memory, or a part of a parts directory --------------
 
 
-def _host_arrays(spec: RunSpec) -> dict:
+def _state_values(spec: RunSpec, state: State) -> dict:
+    names = spec.state_names()
+    return {"weight": state.weight, "bias": state.bias, "diverged_at": state.diverged_at,
+            **{f"{s}_weight": x for s, x in zip(names, state.weight_state)},
+            **{f"{s}_bias": x for s, x in zip(names, state.bias_state)}}
+
+
+class _HostStore:
     """The run's results and state on the host, by checkpoint name, filled block by
-    block (None until a block stores them). A one-block run on the CPU adopts its
-    state tensors instead of copying them (see ``_store_block``)."""
-    names = ["weight", "bias", "diverged_at"]
-    names += [f"{s}_{p}" for s in spec.state_names() for p in ("weight", "bias")]
-    host: dict = dict.fromkeys(names)
-    for p in ("weight", "bias"):
-        host[f"history_{p}"] = torch.empty(spec.n_logged, len(spec), dtype=torch.float32) if spec.log_every else None
-    return host
+    block (None until a block stores them); checkpoints hold all of them. A one-block
+    run on the CPU adopts its state tensors instead of copying them."""
+
+    host_bytes = None  # check_host_memory's count: inputs and results of every member
+
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        names = ["weight", "bias", "diverged_at"]
+        names += [f"{s}_{p}" for s in spec.state_names() for p in ("weight", "bias")]
+        self.host: dict = dict.fromkeys(names)
+        for p in ("weight", "bias"):
+            self.host[f"history_{p}"] = torch.empty(spec.n_logged, len(spec), dtype=torch.float32) \
+                if spec.log_every else None
+        self.checkpoints = spec.checkpoint is not None
+
+    def resume(self) -> dict:
+        position, saved = load_checkpoint(self.spec.resume, self.spec)
+        self.host.update(saved)
+        return position
+
+    def block_history(self, first: int, stop: int, pad: int, resumed: bool) -> Optional[History]:
+        spec, host = self.spec, self.host
+        if not spec.log_every:
+            return None
+        if spec.device.type == "cpu" and not pad and stop - first == len(spec):
+            return History(host["history_weight"], host["history_bias"], spec.log_every)
+        return History(take(host["history_weight"], first, stop, spec.device, pad, dim=1),
+                       take(host["history_bias"], first, stop, spec.device, pad, dim=1), spec.log_every)
+
+    def saved_state(self, first: int, stop: int, pad: int) -> State:
+        def get(name):
+            return take(self.host[name], first, stop, self.spec.device, pad)
+
+        names = self.spec.state_names()
+        return State(get("weight"), get("bias"), tuple(get(f"{s}_weight") for s in names),
+                     tuple(get(f"{s}_bias") for s in names), get("diverged_at"))
+
+    def store_block(self, first: int, stop: int, state: State, history: Optional[History], final: bool) -> None:
+        """Copy a block's state (members [first, stop), padding dropped) and history into the host."""
+        host, m, n = self.host, len(self.spec), stop - first
+        for k, x in _state_values(self.spec, state).items():
+            if n == m and x.device.type == "cpu" and x.numel() == m:
+                host[k] = x  # the whole run in one block, on the host: adopt, do not copy
+                continue
+            if host[k] is None:
+                host[k] = torch.empty(m, dtype=x.dtype)
+            host[k][first:stop] = x[:n].cpu()
+        if history is not None and history.weight is not host["history_weight"]:
+            host["history_weight"][:, first:stop] = history.weight[:, :n].cpu()
+            host["history_bias"][:, first:stop] = history.bias[:, :n].cpu()
+
+    def checkpoint(self, first: int, stop: int, t: int) -> None:
+        if self.checkpoints:
+            save_checkpoint(self.spec.checkpoint, self.spec, block_start=first, block_stop=stop, step=t,
+                            arrays=self.host)
+
+    def finish(self, save):
+        """The TrainResult, after the last checkpoint (ResultNotSaved, with the result,
+        when that cannot be written)."""
+        spec, m = self.spec, len(self.spec)
+        not_saved = None
+        if self.checkpoints:
+            try:
+                save(m, m, spec.steps, None, None)
+            except (OSError, ValueError) as exc:  # the run is done: hand its result over with the error
+                not_saved = exc
+        host = self.host
+        w, b, div = host["weight"], host["bias"], host["diverged_at"]
+        hist_w, hist_b = host["history_weight"], host["history_bias"]
+        _mark_diverged(spec, w, b, div, hist_w, hist_b)
+        result = spec.result(w, b, div, hist_w, hist_b)
+        if not_saved is not None:
+            raise ResultNotSaved(spec.checkpoint, result, not_saved) from not_saved
+        return result
 
 
-def _block_history(host: dict, spec: RunSpec, first: int, stop: int, pad: int) -> Optional[History]:
-    if not spec.log_every:
-        return None
-    if spec.device.type == "cpu" and not pad and stop - first == len(spec):
-        return History(host["history_weight"], host["history_bias"], spec.log_every)
-    return History(take(host["history_weight"], first, stop, spec.device, pad, dim=1),
-                   take(host["history_bias"], first, stop, spec.device, pad, dim=1), spec.log_every)
-
-
-def _saved_state(host: dict, spec: RunSpec, first: int, stop: int, pad: int) -> State:
-    def get(name):
-        return take(host[name], first, stop, spec.device, pad)
-
-    names = spec.state_names()
-    return State(get("weight"), get("bias"), tuple(get(f"{s}_weight") for s in names),
-                 tuple(get(f"{s}_bias") for s in names), get("diverged_at"))
-
-
-def _store_block(host: dict, spec: RunSpec, first: int, stop: int, state: State, history: Optional[History]) -> None:
-    """Copy a block's state (members [first, stop), padding dropped) and history into ``host``."""
-    m, n = len(spec), stop - first
-    names = spec.state_names()
-    values = {"weight": state.weight, "bias": state.bias, "diverged_at": state.diverged_at,
-              **{f"{s}_weight": x for s, x in zip(names, state.weight_state)},
-              **{f"{s}_bias": x for s, x in zip(names, state.bias_state)}}
-    for k, x in values.items():
-        if n == m and x.device.type == "cpu" and x.numel() == m:
-            host[k] = x  # the whole run in one block, on the host: adopt, do not copy
-            continue
-        if host[k] is None:
-            host[k] = torch.empty(m, dtype=x.dtype)
-        host[k][first:stop] = x[:n].cpu()
-    if history is not None and history.weight is not host["history_weight"]:
-        host["history_weight"][:, first:stop] = history.weight[:, :n].cpu()
-        host["history_bias"][:, first:stop] = history.bias[:, :n].cpu()
-
-
-def _result(spec: RunSpec, host: dict):
-    """The TrainResult, NaN where diverged (SPEC §4, §5)."""
-    w, b, div = host["weight"], host["bias"], host["diverged_at"]
+def _mark_diverged(spec: RunSpec, w, b, div, hist_w, hist_b) -> None:
+    """NaN where diverged (SPEC §4, §5), in place."""
     diverged = div >= 0
-    any_diverged = bool(diverged.any())
-    if any_diverged:
-        w.masked_fill_(diverged, float("nan"))  # the host's own tensors: in place, no copy
-        b.masked_fill_(diverged, float("nan"))
-    hist_w, hist_b = host["history_weight"], host["history_bias"]
-    if hist_w is not None and any_diverged:
+    if not bool(diverged.any()):
+        return
+    w.masked_fill_(diverged, float("nan"))
+    b.masked_fill_(diverged, float("nan"))
+    if hist_w is not None:
         # A member's logged values from its divergence on are NaN, whatever non-finite
         # (or, in the compiled backend, parked) value the arithmetic left.
         gone = diverged & (div <= spec.logged_steps[:, None])
         hist_w.masked_fill_(gone, float("nan"))
         hist_b.masked_fill_(gone, float("nan"))
-    return spec.result(w, b, div, hist_w, hist_b)
+
+
+class _PartStore:
+    """The run's results in its part of a parts directory (``spec.out``, part
+    ``spec.part``; :mod:`fastneuron.part_writer`), written block by block: host memory
+    O(block), not O(M). The part is its own checkpoint: the optimizer state lives
+    beside the results, and ``progress.json`` (a checkpoint's header) says where the
+    run is; it is written every ``checkpoint_every`` seconds, after the arrays."""
+
+    checkpoints = True
+
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        m, log = len(spec), spec.n_logged
+        self.results = {"weight": (np.float32, (m,)), "bias": (np.float32, (m,)), "diverged_at": (np.int64, (m,))}
+        if spec.log_every:
+            self.results.update(history_weight=(np.float32, (log, m)), history_bias=(np.float32, (log, m)))
+        # The per-member columns given as arrays; a grid's (or one shared value) go in the manifest.
+        self.inputs = {k: x for k, x in spec.member_columns().items() if describe(x) is None}
+        for k in self.inputs:
+            self.results[k] = (np.uint64 if k == "seeds" else np.float32, (m,))
+        states = {f"{s}_{p}": (np.float32, (m,)) for s in spec.state_names() for p in ("weight", "bias")}
+        # Explicit inputs cost their bytes on the host (the caller's arrays); the rest is O(block).
+        self.host_bytes = sum(8 if k == "seeds" else 4 for k in self.inputs)
+        os.makedirs(spec.out, exist_ok=True)
+        self.done = spec.resume is not None and os.path.isdir(os.path.join(spec.out, part_name(spec.part))) \
+            and not os.path.isdir(os.path.join(spec.out, part_name(spec.part) + ".tmp"))
+        self.writer = None
+        if not self.done:
+            self.writer = PartWriter(spec.out, spec.part, {**self.results, **states}, resume=spec.resume is not None)
+            if spec.resume is None:
+                for k, x in self.inputs.items():
+                    for a in range(0, m, 1 << 22):
+                        b = min(m, a + (1 << 22))
+                        self.writer.write(k, a, b, x[a:b].numpy().view(np.uint64) if k == "seeds" else x[a:b].numpy())
+
+    def resume(self) -> dict:
+        spec, m = self.spec, len(self.spec)
+        if self.done:  # this part was finished before the run stopped
+            return {"block_start": m, "block_stop": m, "step": spec.steps}
+        path = os.path.join(self.writer.path, PROGRESS)
+        meta = self.writer.read_json(PROGRESS)
+        if meta is None:
+            raise ValueError(f"resume: {path} is missing (the run stopped before its first checkpoint: "
+                             f"start it again)")
+        check_header(path, meta, spec)
+        check_diverged(path, meta, spec, lambda a, b: self.writer.read("diverged_at", a, b))
+        return meta
+
+    def _read(self, name: str, first: int, stop: int, pad: int, dim: int = 0) -> torch.Tensor:
+        return take(torch.from_numpy(self.writer.read(name, first, stop)), 0, stop - first, self.spec.device, pad,
+                    dim=dim)
+
+    def block_history(self, first: int, stop: int, pad: int, resumed: bool) -> Optional[History]:
+        spec = self.spec
+        if not spec.log_every:
+            return None
+        if resumed:
+            return History(self._read("history_weight", first, stop, pad, 1),
+                           self._read("history_bias", first, stop, pad, 1), spec.log_every)
+        shape = (spec.n_logged, stop - first + pad)
+        return History(torch.empty(shape, device=spec.device), torch.empty(shape, device=spec.device), spec.log_every)
+
+    def saved_state(self, first: int, stop: int, pad: int) -> State:
+        names = self.spec.state_names()
+        return State(self._read("weight", first, stop, pad), self._read("bias", first, stop, pad),
+                     tuple(self._read(f"{s}_weight", first, stop, pad) for s in names),
+                     tuple(self._read(f"{s}_bias", first, stop, pad) for s in names),
+                     self._read("diverged_at", first, stop, pad))
+
+    def store_block(self, first: int, stop: int, state: State, history: Optional[History], final: bool) -> None:
+        n = stop - first
+        values = {k: x[:n].cpu() for k, x in _state_values(self.spec, state).items()}
+        hist = None if history is None else (history.weight[:, :n].cpu(), history.bias[:, :n].cpu())
+        if final:
+            values = {k: x.clone() for k, x in values.items()}
+            hist = None if hist is None else tuple(h.clone() for h in hist)
+            _mark_diverged(self.spec, values["weight"], values["bias"], values["diverged_at"],
+                           *(hist or (None, None)))
+            values = {k: values[k] for k in ("weight", "bias", "diverged_at")}
+        for k, x in values.items():
+            self.writer.write(k, first, stop, x.numpy())
+        if hist is not None:
+            self.writer.write("history_weight", first, stop, hist[0].numpy())
+            self.writer.write("history_bias", first, stop, hist[1].numpy())
+
+    def checkpoint(self, first: int, stop: int, t: int) -> None:
+        if self.writer is not None:
+            self.writer.write_json(PROGRESS, header(self.spec, block_start=first, block_stop=stop, step=t))
+
+    def finish(self, save) -> None:
+        if self.writer is not None:
+            save(len(self.spec), len(self.spec), self.spec.steps, None, None)
+            self.writer.finish(keep=self.results)
+        return None

@@ -47,6 +47,7 @@ import torch
 
 from .files import (  # noqa: F401  (ResultNotSaved, check_writable: re-exported with the result API)
     Npz, ResultNotSaved, atomic_write, check_arrays, check_writable, read_header)
+from .members import is_column
 from .optim import run_option_names
 from .problems import PROBLEMS, population_risk  # noqa: F401  (population_risk: re-exported)
 
@@ -108,11 +109,44 @@ class TrainResult:
     history_weight: Optional[torch.Tensor] = None
     history_bias: Optional[torch.Tensor] = None
 
+    def __post_init__(self):
+        # A grid's columns (fastneuron.members) stay described until read: the fields
+        # leave the instance, and __getattr__ expands them on first access.
+        described = {k: v for k, v in (("seeds", self.seeds), ("lrs", self.lrs), *self.member_options.items())
+                     if is_column(v)}
+        if described:
+            self.__dict__["_described"] = described
+            for k in ("seeds", "lrs", "member_options"):
+                if k == "member_options" and not described.keys() - {"seeds", "lrs"}:
+                    continue
+                if k in described or k == "member_options":
+                    self.__dict__["_lazy_" + k] = self.__dict__.pop(k)
+
+    @property
+    def described(self) -> dict:
+        """The per-member columns given as a grid's description (name: JSON, see
+        :meth:`fastneuron.members.GridColumn.to_json`); empty for explicit arrays."""
+        return {k: v.to_json() for k, v in self.__dict__.get("_described", {}).items()}
+
     def __len__(self) -> int:
         return self.weight.numel()
 
     def __getattr__(self, name: str):
-        options = self.__dict__.get("member_options") or {}
+        d = self.__dict__
+        if "_lazy_" + name in d:  # a described column, expanded once
+            value = d["_lazy_" + name]
+            if name == "seeds":
+                value = value.numpy()
+            elif name == "lrs":
+                value = torch.from_numpy(value.numpy())
+            else:
+                value = {k: torch.from_numpy(v.numpy()) if is_column(v) else v for k, v in value.items()}
+            d[name] = value
+            del d["_lazy_" + name]
+            return value
+        if name.startswith("_") or "member_options" not in d and "_lazy_member_options" not in d:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        options = self.member_options
         if name in options:
             return options[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -23,6 +24,8 @@ import torch
 from . import _validate as V
 from . import kernels
 from .files import check_writable
+from .members import describe, is_column
+from .part_writer import is_directory_path, write_manifest
 from .optim import OPTIMIZERS, run_option_names
 from .problems import PROBLEMS
 from .reference import Constants, Members, StepConfig
@@ -58,12 +61,15 @@ class RunSpec:
     distributed: bool = False
     seeds_shared: bool = True  # ``seeds`` may be the caller's memory: results copy it
     lr_schedule: Any = None  # a schedule object (fastneuron.schedules), None for a constant lr
+    out: Optional[str] = None  # a parts directory (fastneuron.part_writer): results stream there
+    part: int = 0  # the part this process writes (its rank)
 
     # -- building ---------------------------------------------------------------
     @classmethod
     def build(cls, seeds, lrs, steps, *, optimizer: str = "sgd", problem: str = "linear", batch_size=1,
               log_every=None, backend="auto", device=None, progress=None, checkpoint=None, checkpoint_every=5.0,
-              resume=None, member_block=None, distributed=False, lr_schedule=None, **options) -> "RunSpec":
+              resume=None, member_block=None, distributed=False, lr_schedule=None, out=None,
+              **options) -> "RunSpec":
         """Validate ``train()``'s arguments (see its docstring); ValueError naming the bad one.
 
         ``options`` are the optimizer's (per-member and run-wide) and the problem's."""
@@ -77,13 +83,18 @@ class RunSpec:
             known = sorted({*member_names, *opt_names, *prob_names, *prob_member_names})
             raise ValueError(f"unknown option {unknown[0]!r} for optimizer {optimizer!r} and problem {problem!r}; "
                              f"they take: {', '.join(known)}")
-        seeds_in, seeds = seeds, V.seeds_to_int64(seeds)
+        seeds_in = seeds
+        if is_column(seeds):  # a grid's: described, expanded block by block on the device
+            if seeds.dtype != "uint64":
+                raise ValueError(f"seeds must be integers, got a grid column of {seeds.dtype}")
+        else:
+            seeds = V.seeds_to_int64(seeds)
         m = seeds.numel()
         if m == 0:
             raise ValueError("seeds is empty: a run needs at least one member")
-        lrs = V.per_member("lrs", lrs, m, lo=0.0, lo_open=True)
-        member_options, problem_options = ({name: V.per_member(name, options.get(name, b.default), m, lo=b.lo,
-                                                               lo_open=b.lo_open, hi=b.hi) for name, b in names.items()}
+        lrs = _per_member("lrs", lrs, m, lo=0.0, lo_open=True)
+        member_options, problem_options = ({name: _per_member(name, options.get(name, b.default), m, lo=b.lo,
+                                                              lo_open=b.lo_open, hi=b.hi) for name, b in names.items()}
                                            for names in (member_names, prob_member_names))
         opt = opt_cls(**{k: options[k] for k in opt_names if k in options})
         opt.flags(member_options)  # run-wide checks that need the members (e.g. nesterov)
@@ -96,13 +107,14 @@ class RunSpec:
                                  f"not {opt_cls.name!r}")
             # A bad factor (negative, not finite) is refused here, naming its step, and so is an lr
             # that leaves float32's range (torch.optim refuses it too).
-            check_lr_range(schedule.factors(steps), float(lrs.max()))
+            check_lr_range(schedule.factors(steps), float(V.distinct(lrs).max()))
         # Arrays of 64-bit integers are used in place (V.seeds_to_int64); all else is ours.
         seeds_shared = isinstance(seeds_in, (np.ndarray, torch.Tensor))
         checkpoint_every = V.check_float("checkpoint_every", checkpoint_every)
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 seconds, got {checkpoint_every}")
         check_writable("checkpoint", checkpoint)
+        out, resume = _check_out(out, checkpoint, resume)
         dev = V.check_device(device)
         return cls(
             seeds=seeds, lrs=lrs, member_options=member_options, problem_options=problem_options, steps=steps,
@@ -110,7 +122,7 @@ class RunSpec:
             log_every=None if log_every is None else V.check_int("log_every", log_every, 1),
             optimizer=opt, problem=prob, backend=kernels.resolve(backend, dev, opt.name, prob.name), device=dev,
             progress=progress, checkpoint=_path(checkpoint), checkpoint_every=checkpoint_every,
-            resume=_path(resume),
+            resume=_path(resume), out=out,
             member_block=None if member_block is None else V.check_int("member_block", member_block, 1),
             distributed=bool(distributed), seeds_shared=seeds_shared, lr_schedule=schedule,
         )
@@ -137,9 +149,16 @@ class RunSpec:
     def digest(self) -> str:
         """SHA-256 of the members: their count, then each per-member array's dtype and bytes
         (seeds, lrs, the optimizer's options in order, then the problem's that some member
-        uses: a run without noise has the digest it had before noise existed)."""
+        uses: a run without noise has the digest it had before noise existed). When some
+        column is a grid's (:mod:`fastneuron.members`), the grid's columns and the values
+        shared by every member count by their description: O(axes), not O(M)."""
         h = hashlib.sha256(str(len(self)).encode())
-        for x in (self.seeds, self.lrs, *self.member_options.values(), *self.used_problem_options.values()):
+        columns = (self.seeds, self.lrs, *self.member_options.values(), *self.used_problem_options.values())
+        described = any(is_column(x) for x in columns)
+        for x in columns:
+            if described and (c := describe(x)) is not None:
+                h.update(b"grid-column" + json.dumps(c.to_json()).encode())
+                continue
             h.update(str(x.dtype).encode())
             h.update(x.contiguous().numpy())  # the array's buffer: no copy of its bytes
         return h.hexdigest()
@@ -204,9 +223,11 @@ class RunSpec:
                        problem_options=self.problem.MemberOptions(**options(self.problem_options,
                                                                             self.problem_flags)))
 
-    def shard(self, start: int, stop: int, device: torch.device, suffix: str, progress: Optional[bool]) -> "RunSpec":
+    def shard(self, start: int, stop: int, device: torch.device, suffix: str, progress: Optional[bool],
+              part: int = 0) -> "RunSpec":
         """Members [start, stop) as a run of their own on ``device`` (one rank's part of a
-        distributed run): checkpoints get ``suffix``; the backend is resolved anew."""
+        distributed run): checkpoints get ``suffix``, a parts directory's part is ``part``;
+        the backend is resolved anew."""
         backend = kernels.resolve(self.backend, device, self.optimizer.name, self.problem.name)
         return dataclasses.replace(
             self, seeds=self.seeds[start:stop], lrs=self.lrs[start:stop],
@@ -214,12 +235,26 @@ class RunSpec:
             problem_options={k: v[start:stop] for k, v in self.problem_options.items()}, device=device,
             backend=backend, progress=progress, distributed=False,
             checkpoint=None if self.checkpoint is None else self.checkpoint + suffix,
-            resume=None if self.resume is None else self.resume + suffix)
+            resume=self.resume if self.resume is None or self.out is not None else self.resume + suffix,
+            part=part)
+
+    def member_columns(self) -> dict:
+        """The per-member columns a result records, by name: seeds, lrs, the optimizer's
+        options, the problem's that some member uses."""
+        return {"seeds": self.seeds, "lrs": self.lrs, **self.member_options, **self.used_problem_options}
 
     # -- results -----------------------------------------------------------------
+    def write_manifest(self, bounds: list, **extra_settings) -> None:
+        """``out``'s manifest (:func:`fastneuron.part_writer.write_manifest`) once its
+        parts (members ``bounds[i]``) are done."""
+        described = {k: c.to_json() for k, x in self.member_columns().items() if (c := describe(x)) is not None}
+        write_manifest(self.out, settings={**self.settings, **extra_settings}, n_members=len(self),
+                       member_options=[*self.member_options, *self.used_problem_options], described=described,
+                       history_steps=self.logged_steps.tolist(), bounds=bounds)
+
     def result(self, weight, bias, diverged_at, history_weight=None, history_bias=None, **extra_settings):
         """The :class:`~fastneuron.result.TrainResult` of this run from its final arrays."""
-        seeds = self.seeds.numpy().view(np.uint64)
+        seeds = self.seeds if is_column(self.seeds) else self.seeds.numpy().view(np.uint64)
         return TrainResult(
             seeds=seeds.copy() if self.seeds_shared else seeds, lrs=self.lrs,
             member_options={**self.member_options, **self.used_problem_options}, weight=weight, bias=bias,
@@ -232,11 +267,54 @@ def take(x: torch.Tensor, start: int, stop: int, device, pad: int = 0, *, dim: i
          copy: bool = True) -> torch.Tensor:
     """Members [start, stop) of a host array (along ``dim``) on ``device``, plus ``pad``
     copies of the first. ``copy=False`` allows a view, for callers that derive new
-    tensors anyway."""
+    tensors anyway. A grid's column is expanded there, on ``device``."""
+    if is_column(x):
+        return x.take(start, stop, device, pad)
     x = x.narrow(dim, start, stop - start)
     if pad:
         x = torch.cat([x, x.narrow(dim, 0, 1).expand(*([-1] * dim), pad)], dim=dim)
     return x.to(device, copy=copy)
+
+
+def _per_member(name: str, value, m: int, **bounds):
+    """``V.per_member``, or for a grid's column the check of its axis' values."""
+    if not is_column(value):
+        return V.per_member(name, value, m, **bounds)
+    if len(value) != m:
+        raise ValueError(f"{name} has {len(value)} values but there are {m} seeds: lengths must match")
+    if value.dtype != "float32":
+        raise ValueError(f"{name} must be real numbers, got a grid column of {value.dtype}")
+    checked = V.per_member(f"{name} (its grid axis)", value.values, value.n, **bounds)
+    return value.with_values(checked.contiguous().numpy())
+
+
+def _check_out(out, checkpoint, resume) -> tuple:
+    """(out, resume) for a parts directory ``out`` (None otherwise: a file ``out`` is the
+    caller's to write). A fresh run needs an empty or new directory; ``resume`` must be
+    the same directory, whose parts then hold the checkpoint."""
+    if out is None or not is_directory_path(out):
+        if resume is not None and os.path.isdir(os.fspath(resume)):
+            raise ValueError(f"resume: {os.fspath(resume)} is a parts directory; resume it with out= the same "
+                             f"directory")
+        return None, resume
+    out = os.path.abspath(os.fspath(out))
+    if checkpoint is not None:
+        raise ValueError("checkpoint: a run with out=DIR/ checkpoints into its parts; resume it with resume=DIR/")
+    if resume is not None:
+        if os.path.abspath(os.fspath(resume)) != out:
+            raise ValueError(f"resume: a run with out={out}/ resumes from that directory, not {os.fspath(resume)}")
+        if not os.path.isdir(out):
+            raise ValueError(f"resume: no parts directory at {out}")
+        return out, out
+    if os.path.isdir(out) and os.listdir(out):
+        raise ValueError(f"out: {out} is not empty (a parts directory is written into a new or empty "
+                         f"directory; resume=DIR/ continues a run there)")
+    parent = os.path.dirname(out)
+    if not os.path.isdir(out) and not os.path.isdir(parent):
+        raise ValueError(f"out: directory {parent} does not exist")
+    if not os.access(out if os.path.isdir(out) else parent, os.W_OK | os.X_OK):
+        raise ValueError(f"out: {out if os.path.isdir(out) else parent} is not writable")
+    return out, None
 
 
 def _lookup(what: str, name, table: dict) -> type:

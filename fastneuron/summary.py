@@ -84,18 +84,9 @@ def summarize(result, by=("lr",), tol: float = 1e-4) -> Summary:
 
     Without label noise (no ``noise`` option, or 0 for every member) the rows are exactly
     as before: no spread columns."""
-    if isinstance(by, str):
-        by = (by,)
-    by = tuple(by)
-    columns = {"lr": result.lrs.numpy(), **{k: v.numpy() for k, v in result.member_options.items()},
-               "seed": result.seeds}
-    for key in by:
-        if key not in columns:
-            raise ValueError(f"by: unknown column {key!r}; choose from {', '.join(columns)}")
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}")
-    keys = np.stack([columns[k].astype(np.float64) if k != "seed" else columns[k].astype(np.uint64).astype(object)
-                     for k in by], axis=1) if by else np.zeros((len(result), 0))
+    columns = member_columns(result)
+    by = check_by(by, columns, tol)
+    keys = group_keys(columns, by, len(result))
     risk = result.risk.numpy()
     diverged = result.diverged_at.numpy() >= 0
     first_below = _first_step_below(result, tol)
@@ -107,24 +98,90 @@ def summarize(result, by=("lr",), tol: float = 1e-4) -> Summary:
     for key in sorted(groups):
         idx = np.asarray(groups[key])
         ok = idx[~diverged[idx]]
-        row = {k: (int(v) if k == "seed" else float(np.float32(v))) for k, v in zip(by, key)}
-        row["count"] = int(idx.size)
-        row["diverged"] = float(diverged[idx].mean())
-        if ok.size:
-            p10, med, p90 = np.quantile(risk[ok], [0.1, 0.5, 0.9])
-            row.update(risk_median=float(med), risk_p10=float(p10), risk_p90=float(p90))
-        else:
-            row.update(risk_median=None, risk_p10=None, risk_p90=None)
-        row["step_below_tol"] = None
-        if first_below is not None:
-            # Members that never get below tol count as infinitely late.
-            med_step = np.quantile(first_below[idx], 0.5, method="lower")
-            row["step_below_tol"] = None if not np.isfinite(med_step) else int(med_step)
+        row = group_row(by, key, count=int(idx.size), diverged=float(diverged[idx].mean()))
+        row.update(risk_quantiles(risk[ok]))
+        row["step_below_tol"] = None if first_below is None else median_step(first_below[idx])
         rows.append(row)
     noise = result.member_options.get("noise")
     if noise is not None and bool((np.asarray(noise) > 0).any()):
         _add_spread(result, groups, rows, diverged)
     return Summary(by=by, tol=tol, rows=rows)
+
+
+# -- the pieces of a summary, shared with fastneuron.parts (which streams over parts) --------
+
+def member_columns(result) -> dict:
+    """The columns ``by`` may name: "lr", each per-member option, "seed" (NumPy arrays)."""
+    return {"lr": result.lrs.numpy(), **{k: v.numpy() for k, v in result.member_options.items()},
+            "seed": result.seeds}
+
+
+def check_by(by, names, tol: float) -> tuple:
+    """``by`` as a tuple of column names (ValueError naming an unknown one, or a bad ``tol``)."""
+    if isinstance(by, str):
+        by = (by,)
+    by = tuple(by)
+    for key in by:
+        if key not in names:
+            raise ValueError(f"by: unknown column {key!r}; choose from {', '.join(names)}")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    return by
+
+
+def group_keys(columns: dict, by: tuple, n: int) -> np.ndarray:
+    """One row per member: its group's key (float64 of the float32 value; a seed as a
+    Python int, the array then of dtype object)."""
+    return np.stack([columns[k].astype(np.float64) if k != "seed" else columns[k].astype(np.uint64).astype(object)
+                     for k in by], axis=1) if by else np.zeros((n, 0))
+
+
+def group_row(by: tuple, key: tuple, *, count: int, diverged: float) -> dict:
+    """A row's key columns, count and fraction diverged."""
+    row = {k: (int(v) if k == "seed" else float(np.float32(v))) for k, v in zip(by, key)}
+    row["count"] = count
+    row["diverged"] = diverged
+    return row
+
+
+def risk_quantiles(risk_ok: np.ndarray) -> dict:
+    """risk_median, risk_p10, risk_p90 of the non-diverged members' risks (None when none)."""
+    if risk_ok.size:
+        p10, med, p90 = np.quantile(risk_ok, [0.1, 0.5, 0.9])
+        return dict(risk_median=float(med), risk_p10=float(p10), risk_p90=float(p90))
+    return dict(risk_median=None, risk_p10=None, risk_p90=None)
+
+
+def median_step(first_below: np.ndarray):
+    """The median (the lower one) of the members' first logged steps below tol (inf:
+    never), or None when that is never."""
+    # Members that never get below tol count as infinitely late.
+    med_step = np.quantile(first_below, 0.5, method="lower")
+    return None if not np.isfinite(med_step) else int(med_step)
+
+
+def spread_problem(result):
+    """The theory's problem for the predicted spread (None unless plain SGD)."""
+    from . import theory
+
+    if theory.plain_sgd(result):
+        try:
+            return theory.problem_of(result)
+        except (KeyError, TypeError, ValueError):
+            return None
+    return None
+
+
+def spread_columns(w_stats: tuple, b_stats: tuple, problem, lr, noise, steps: int) -> dict:
+    """The spread columns from ``(std, se)`` of w and b; the prediction for a group of
+    one ``lr`` and one ``noise`` (None: several) under ``problem`` (None: NaN)."""
+    from . import theory
+
+    (w_std, w_se), (b_std, b_se) = w_stats, b_stats
+    w_pred = b_pred = float("nan")
+    if problem is not None and lr is not None and noise is not None:
+        w_pred, b_pred = theory.predicted_spread(float(lr), float(noise), problem, steps=steps)
+    return dict(w_std=w_std, w_std_se=w_se, w_std_pred=w_pred, b_std=b_std, b_std_se=b_se, b_std_pred=b_pred)
 
 
 def _add_spread(result, groups: dict, rows: list, diverged: np.ndarray) -> None:
@@ -134,22 +191,14 @@ def _add_spread(result, groups: dict, rows: list, diverged: np.ndarray) -> None:
     weight, bias = result.weight.numpy(), result.bias.numpy()
     lrs = result.lrs.numpy()
     noise = np.asarray(result.member_options["noise"], dtype=np.float32)
-    problem = None
-    if theory.plain_sgd(result):
-        try:
-            problem = theory.problem_of(result)
-        except (KeyError, TypeError, ValueError):
-            problem = None
+    problem = spread_problem(result)
     steps = int(result.settings["steps"])
     for key, row in zip(sorted(groups), rows):
         idx = np.asarray(groups[key])
         ok = idx[~diverged[idx]]
-        (w_std, w_se), (b_std, b_se) = theory.std_with_se(weight[ok]), theory.std_with_se(bias[ok])
-        w_pred = b_pred = float("nan")
-        if problem is not None and np.unique(lrs[idx]).size == 1 and np.unique(noise[idx]).size == 1:
-            w_pred, b_pred = theory.predicted_spread(float(lrs[idx[0]]), float(noise[idx[0]]), problem,
-                                                     steps=steps)
-        row.update(w_std=w_std, w_std_se=w_se, w_std_pred=w_pred, b_std=b_std, b_std_se=b_se, b_std_pred=b_pred)
+        one = np.unique(lrs[idx]).size == 1 and np.unique(noise[idx]).size == 1
+        row.update(spread_columns(theory.std_with_se(weight[ok]), theory.std_with_se(bias[ok]), problem,
+                                  lrs[idx[0]] if one else None, noise[idx[0]] if one else None, steps))
 
 
 def _first_step_below(result, tol: float):

@@ -65,8 +65,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(world: int, kw: dict, out, extra_env=None, timeout: float = 120, rank_kw=None, ends=None):
-    """Start ``world`` ranks of WORKER as torchrun would (rank r's arguments: ``kw``
+def launch(world: int, kw: dict, out, extra_env=None, timeout: float = 120, rank_kw=None, ends=None,
+           worker: str = WORKER):
+    """Start ``world`` ranks of ``worker`` as torchrun would (rank r's arguments: ``kw``
     updated with ``rank_kw[r]``); [(returncode, stdout, stderr)], seconds. ``ends``, a
     list, gets the seconds at which each rank ended."""
     port = free_port()
@@ -78,7 +79,7 @@ def launch(world: int, kw: dict, out, extra_env=None, timeout: float = 120, rank
                    FASTNEURON_DIST_PEER_TIMEOUT=str(PEER_TIMEOUT), **(extra_env or {}))
         env.pop("TORCHELASTIC_RESTART_COUNT", None)
         args = json.dumps(dict(kw, **(rank_kw or {}).get(r, {})))
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, args, str(out)], env=env, cwd=REPO,
+        procs.append(subprocess.Popen([sys.executable, "-c", worker, args, str(out)], env=env, cwd=REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results: list = [None] * world
     done = [None] * world

@@ -1,0 +1,258 @@
+"""Members as a description: :func:`fastneuron.grid`'s product of axes, never built whole.
+
+A grid of seeds × lrs × options is a handful of short axes. Each per-member column of
+it is a :class:`GridColumn`: member ``i`` holds ``V[((offset + i) // inner) % n]``, where
+``V`` is the axis' ``n`` values (or, for seeds, a ``range``, kept as its three numbers),
+``inner`` the product of the lengths of the axes after it (the first axis varies
+slowest, as in ``itertools.product``) and ``offset`` where a slice of the grid starts.
+The engine expands only the block of members it trains, on the device
+(:meth:`GridColumn.take`), so the host holds O(sum of axis lengths) for the inputs,
+not O(M); results record the description (:meth:`GridColumn.to_json`) and expand it
+when read (:meth:`GridColumn.numpy`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import _validate as V
+
+_U64 = 2**64
+#: Members expanded at a time when a column is materialized on the host (8 MiB of seeds).
+_CHUNK = 1 << 20
+
+
+class GridColumn:
+    """One per-member column of a grid (seeds: uint64; anything else: float32).
+
+    ``values``: the axis' values as a NumPy array (uint64 or float32), or None with
+    ``rng`` a ``range`` of seeds in [0, 2**64). Behaves as a read-only sequence of
+    ``len(self)`` members (``col[i]``, ``col[a:b]``, ``list(col)``,
+    ``np.asarray(col)``)."""
+
+    __slots__ = ("dtype", "values", "rng", "inner", "offset", "length")
+
+    def __init__(self, dtype: str, values: Optional[np.ndarray], rng: Optional[range], inner: int, offset: int,
+                 length: int):
+        self.dtype, self.values, self.rng = dtype, values, rng
+        self.inner, self.offset, self.length = inner, offset, length
+
+    # -- the axis --------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        """The number of values on the axis."""
+        return len(self.rng) if self.values is None else len(self.values)
+
+    def with_values(self, values: np.ndarray) -> "GridColumn":
+        """The same column over other axis values (the validated float32 ones)."""
+        return GridColumn(self.dtype, values, None, self.inner, self.offset, self.length)
+
+    def axis_values(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+        """Axis values ``[start, stop)`` (a range's expanded: only for short ranges)."""
+        stop = self.n if stop is None else stop
+        if self.values is not None:
+            return self.values[start:stop]
+        r = self.rng
+        return np.uint64(r.start % _U64) + np.arange(start, stop, dtype=np.uint64) * np.uint64(r.step)
+
+    def distinct(self) -> torch.Tensor:
+        """The axis values some member of this column holds (for checks and flags, which
+        depend on the set of values only)."""
+        k0, k1 = self.offset // self.inner, (self.offset + self.length - 1) // self.inner
+        if k1 - k0 + 1 >= self.n:
+            vals = self.axis_values()
+        else:
+            ks = np.arange(k0, k1 + 1) % self.n
+            vals = self.axis_values()[ks] if self.values is not None else np.concatenate(
+                [self.axis_values(int(k), int(k) + 1) for k in ks])
+        return torch.from_numpy(np.ascontiguousarray(vals).view(np.int64) if self.dtype == "uint64" else vals)
+
+    # -- a sequence of members -------------------------------------------------------
+    def __len__(self) -> int:
+        return self.length
+
+    def numel(self) -> int:
+        return self.length
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.length)
+            if step != 1:
+                raise ValueError("a grid column slices with step 1 only")
+            stop = max(start, stop)
+            return GridColumn(self.dtype, self.values, self.rng, self.inner, self.offset + start, stop - start)
+        i = int(key)
+        if not -self.length <= i < self.length:
+            raise IndexError(f"member {key} out of range for {self.length} members")
+        return self.numpy(i % self.length, i % self.length + 1)[0]
+
+    def __iter__(self):
+        for a in range(0, self.length, _CHUNK):
+            yield from self.numpy(a, min(self.length, a + _CHUNK)).tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        x = self.numpy()
+        return x if dtype is None else x.astype(dtype)
+
+    def __repr__(self) -> str:
+        axis = repr(self.rng) if self.values is None else f"{self.n} values"
+        return f"GridColumn({self.dtype}, {axis}, inner={self.inner}, offset={self.offset}, length={self.length})"
+
+    def _digits(self, idx):
+        return (idx + self.offset) // self.inner % self.n
+
+    def numpy(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+        """Members ``[start, stop)`` as a host array (uint64 or float32)."""
+        stop = self.length if stop is None else stop
+        k = self._digits(np.arange(start, stop, dtype=np.int64))
+        if self.values is not None:
+            return self.values[k]
+        return np.uint64(self.rng.start % _U64) + k.astype(np.uint64) * np.uint64(self.rng.step)
+
+    def take(self, start: int, stop: int, device, pad: int = 0) -> torch.Tensor:
+        """Members ``[start, stop)`` (plus ``pad`` copies of the first) expanded on
+        ``device``: seeds as int64 two's complement, anything else float32."""
+        k = self._digits(torch.arange(start, stop, dtype=torch.int64, device=device))
+        if self.values is None:
+            # start + k*step mod 2**64, in int64's wrapping arithmetic.
+            x = _i64(self.rng.start) + k * _i64(self.rng.step)
+        else:
+            vals = self.values.view(np.int64) if self.dtype == "uint64" else self.values
+            x = torch.from_numpy(np.ascontiguousarray(vals)).to(device)[k]
+        if pad:
+            x = torch.cat([x, x[:1].expand(pad)])
+        return x
+
+    # -- the description -------------------------------------------------------------
+    def to_json(self) -> dict:
+        """The column as JSON (results and parts manifests record it): ``dtype``,
+        ``values`` (uint64 as ints, float32 as the floats they are) or ``range`` (start,
+        stop, step), ``inner``, ``offset``, ``length``."""
+        d: dict = {"dtype": self.dtype}
+        if self.values is None:
+            d["range"] = [self.rng.start, self.rng.stop, self.rng.step]
+        else:
+            d["values"] = [int(v) for v in self.values] if self.dtype == "uint64" else \
+                [float(v) for v in self.values]
+        d.update(inner=self.inner, offset=self.offset, length=self.length)
+        return d
+
+
+def _i64(v: int) -> int:
+    """``v`` in [0, 2**64) as int64 two's complement."""
+    v %= _U64
+    return v - _U64 if v >= 2**63 else v
+
+
+def column_from_json(d: dict) -> GridColumn:
+    """The :class:`GridColumn` that :meth:`GridColumn.to_json` wrote; ValueError when
+    ``d`` is not one."""
+    try:
+        dtype, inner, offset, length = d["dtype"], d["inner"], d["offset"], d["length"]
+        if dtype not in ("uint64", "float32") or not all(type(v) is int for v in (inner, offset, length)) \
+                or inner < 1 or offset < 0 or length < 0:
+            raise ValueError
+        if "range" in d:
+            start, stop, step = d["range"]
+            rng = range(start, stop, step)
+            if dtype != "uint64" or step < 1 or start < 0 or stop > _U64 or not len(rng):
+                raise ValueError
+            return GridColumn(dtype, None, rng, inner, offset, length)
+        values = d["values"]
+        if not isinstance(values, list) or not values:
+            raise ValueError
+        if dtype == "uint64":
+            if not all(type(v) is int and 0 <= v < _U64 for v in values):
+                raise ValueError
+            arr = np.array(values, dtype=np.uint64)
+        else:
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ValueError
+            arr = np.array(values, dtype=np.float64)
+            if not np.array_equal(arr, arr.astype(np.float32).astype(np.float64)):
+                raise ValueError
+            arr = arr.astype(np.float32)
+        return GridColumn(dtype, arr, None, inner, offset, length)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"not a grid column description: {str(d)[:200]}") from None
+
+
+def is_column(x) -> bool:
+    return isinstance(x, GridColumn)
+
+
+def describe(x) -> Optional[GridColumn]:
+    """``x`` as a description: a grid's column itself, one value shared by every member
+    (a stride-0 float32 tensor) as a column of one value; None for an array of values."""
+    if is_column(x):
+        return x
+    if x.dim() == 1 and x.numel() and x.stride(0) == 0 and x.dtype == torch.float32:
+        return GridColumn("float32", x[:1].numpy().copy(), None, 1, 0, x.numel())
+    return None
+
+
+class Grid:
+    """The product of a few axes (see :func:`grid`): pass it on as
+    ``train(**grid, steps=...)``; ``grid["lrs"]`` is the per-member column
+    (:class:`GridColumn`), ``grid.size`` the number of members."""
+
+    def __init__(self, columns: dict):
+        self._columns = columns
+
+    def keys(self):
+        return self._columns.keys()
+
+    def __getitem__(self, name: str) -> GridColumn:
+        return self._columns[name]
+
+    def __iter__(self):
+        return iter(self._columns)
+
+    @property
+    def size(self) -> int:
+        return next(iter(self._columns.values())).length
+
+    def __repr__(self) -> str:
+        axes = ", ".join(f"{k}={c.n}" for k, c in self._columns.items())
+        return f"Grid({axes}: {self.size} members)"
+
+
+def grid(seeds, lrs, **per_member) -> Grid:
+    """The product of seeds, learning rates and any other per-member option, described,
+    not built: ``train(**grid(seeds=range(10**9), lrs=[1e-3, 1e-2]), steps=100)``.
+
+    The first argument varies slowest, as in ``itertools.product``: member ``i`` of
+    ``grid(seeds=S, lrs=L)`` has seed ``S[i // len(L)]`` and lr ``L[i % len(L)]``. A
+    ``range`` of seeds stays three numbers; other axes are held as arrays (seeds
+    uint64, the rest float32: the run checks their ranges). A scalar is an axis of one.
+    """
+    names = ["seeds", "lrs", *per_member]
+    if isinstance(seeds, range) and len(seeds) and seeds.step > 0:
+        if seeds.start < 0 or seeds[-1] >= _U64:
+            raise ValueError("seeds must lie in [0, 2**64)")
+        seed_axis: tuple = (None, seeds)
+    else:
+        if isinstance(seeds, range) and not len(seeds):
+            raise ValueError("seeds is empty: a grid needs at least one value on each axis")
+        seed_axis = (V.seeds_to_int64(seeds).numpy().view(np.uint64), None)
+    axes = [seed_axis]
+    for name, v in zip(names[1:], [lrs, *per_member.values()]):
+        vals = [v] if np.isscalar(v) else v if isinstance(v, (np.ndarray, torch.Tensor)) else list(v)
+        if not len(vals):
+            raise ValueError(f"{name} is empty: a grid needs at least one value on each axis")
+        # Real, finite float32 numbers here; the run checks each option's range.
+        axes.append((V.per_member(name, vals, len(vals), lo=-math.inf, lo_open=False).contiguous().numpy(), None))
+    sizes = [len(r) if vals is None else len(vals) for vals, r in axes]
+    for name, n in zip(names, sizes):
+        if not n:
+            raise ValueError(f"{name} is empty: a grid needs at least one value on each axis")
+    total = math.prod(sizes)
+    columns = {}
+    for i, (name, (vals, rng)) in enumerate(zip(names, axes)):
+        inner = math.prod(sizes[i + 1:])
+        columns[name] = GridColumn("uint64" if i == 0 else "float32", vals, rng, inner, 0, total)
+    return Grid(columns)

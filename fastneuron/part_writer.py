@@ -1,0 +1,190 @@
+"""Writing a parts directory (``out=DIR/``): one part per rank, then a manifest.
+
+A run with ``out=DIR/`` never holds its results in memory: each process writes its
+members' arrays into ``DIR/part-{index:05d}.tmp/`` block by block, as plain ``.npy``
+files (a header, then the data; written with ``pwrite`` at the block's offset, so
+memory stays O(block)), and renames the directory to ``DIR/part-{index:05d}`` when its
+members are done. ``DIR/manifest.json`` is written last, atomically, when every part
+is done: a directory without it is a run in progress (or a killed one, which resumes
+from its parts' ``progress.json``). :mod:`fastneuron.parts` reads the result.
+
+Layout (``n`` members in a part, ``L`` logged steps):
+
+- ``weight.npy``, ``bias.npy`` float32 (n,), NaN where diverged; ``diverged_at.npy``
+  int64 (n,); ``history_weight.npy``, ``history_bias.npy`` float32 (L, n) with a log;
+- ``seeds.npy`` uint64 (n,), ``lrs.npy`` and each per-member option's float32 (n,),
+  for the columns given as arrays (a grid's columns are described in the manifest);
+- while the part trains: the optimizer's state (``{state}_weight.npy``,
+  ``{state}_bias.npy``) and ``progress.json`` (the checkpoint's header: settings,
+  members digest, block and step), removed when the part is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Optional
+
+import numpy as np
+
+from .files import atomic_write
+
+FORMAT = "fastneuron-parts"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PROGRESS = "progress.json"
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def is_directory_path(path) -> bool:
+    """``out`` names a parts directory: it ends with a separator or is a directory."""
+    text = os.fspath(path)
+    return text.endswith(("/", os.sep)) or os.path.isdir(text)
+
+
+def _read_header(path: str) -> tuple:
+    """(shape, dtype, data offset) of an ``.npy`` file, from its header alone."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        if fortran or dtype.hasobject:
+            raise ValueError(f"{path}: not a plain C-ordered array")
+        return shape, dtype, f.tell()
+
+
+class PartWriter:
+    """One part's ``.npy`` files, written by member ranges.
+
+    ``arrays``: name -> (dtype, shape); the last axis is the part's members. A fresh
+    writer (``resume=False``) empties ``DIR/part-XXXXX.tmp``; ``resume=True`` reopens
+    it and checks that each file has the dtype and shape given (ValueError naming the
+    file otherwise)."""
+
+    def __init__(self, directory, index: int, arrays: dict, *, resume: bool = False):
+        self.directory = os.fspath(directory)
+        self.final = os.path.join(self.directory, part_name(index))
+        self.path = self.final + ".tmp"
+        self.arrays = {k: (np.dtype(d), tuple(s)) for k, (d, s) in arrays.items()}
+        if not resume:
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.makedirs(self.path)
+        self._fds: dict = {}
+        self._offsets: dict = {}
+        for name, (dtype, shape) in self.arrays.items():
+            file = os.path.join(self.path, name + ".npy")
+            if resume:
+                if not os.path.exists(file):
+                    raise ValueError(f"resume: {file} is missing")
+                got_shape, got_dtype, offset = _read_header(file)
+                if got_shape != shape or got_dtype != dtype:
+                    raise ValueError(f"resume: {file} holds {got_dtype} {got_shape}, the run writes {dtype} {shape}")
+            else:
+                # The header, then a sparse file of the data's size: blocks land at their offsets.
+                with open(file, "wb") as f:
+                    np.lib.format.write_array_header_1_0(
+                        f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+                    offset = f.tell()
+                    f.truncate(offset + dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
+            self._fds[name] = os.open(file, os.O_RDWR)
+            self._offsets[name] = offset
+
+    def _ranges(self, name: str, start: int, stop: int):
+        """(row, byte offset, byte count) of members [start, stop) in each row of ``name``."""
+        dtype, shape = self.arrays[name]
+        n, rows = shape[-1], int(np.prod(shape[:-1], dtype=np.int64))
+        size = dtype.itemsize
+        for r in range(rows):
+            yield r, self._offsets[name] + (r * n + start) * size, (stop - start) * size
+
+    def write(self, name: str, start: int, stop: int, values) -> None:
+        """Members ``[start, stop)`` of array ``name`` (``values``: shape (..., stop - start))."""
+        dtype, shape = self.arrays[name]
+        values = np.ascontiguousarray(np.asarray(values), dtype=dtype).reshape(-1, stop - start)
+        for r, offset, count in self._ranges(name, start, stop):
+            data = memoryview(values[r]).cast("B")
+            done = 0
+            while done < count:
+                done += os.pwrite(self._fds[name], data[done:], offset + done)
+
+    def read(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Members ``[start, stop)`` of array ``name``, shape (..., stop - start)."""
+        dtype, shape = self.arrays[name]
+        rows = [np.frombuffer(_pread(self._fds[name], count, offset), dtype=dtype)
+                for _, offset, count in self._ranges(name, start, stop)]
+        return np.stack(rows).reshape(*shape[:-1], stop - start)
+
+    def write_json(self, name: str, obj: dict) -> None:
+        """A small JSON file in the part, written atomically, after the arrays are on disk."""
+        self.sync()
+        atomic_write(os.path.join(self.path, name), lambda f: f.write(json.dumps(obj).encode()))
+
+    def read_json(self, name: str) -> Optional[dict]:
+        try:
+            with open(os.path.join(self.path, name), "rb") as f:
+                return json.loads(f.read().decode())
+        except FileNotFoundError:
+            return None
+
+    def sync(self) -> None:
+        for fd in self._fds.values():
+            os.fsync(fd)
+
+    def finish(self, keep) -> None:
+        """Close the files, remove those not in ``keep`` (and the progress), rename the
+        part into place."""
+        self.sync()
+        for name, fd in self._fds.items():
+            os.close(fd)
+            if name not in keep:
+                os.unlink(os.path.join(self.path, name + ".npy"))
+        self._fds.clear()
+        try:
+            os.unlink(os.path.join(self.path, PROGRESS))
+        except FileNotFoundError:
+            pass
+        _fsync_dir(self.path)
+        shutil.rmtree(self.final, ignore_errors=True)
+        os.rename(self.path, self.final)
+        _fsync_dir(self.directory)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _pread(fd: int, count: int, offset: int) -> bytes:
+    chunks, done = [], 0
+    while done < count:
+        chunk = os.pread(fd, count - done, offset + done)
+        if not chunk:
+            raise ValueError("a part file is shorter than its header says")
+        chunks.append(chunk)
+        done += len(chunk)
+    return b"".join(chunks)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(directory, *, settings: dict, n_members: int, member_options: list, described: dict,
+                   history_steps: list, bounds: list) -> None:
+    """``DIR/manifest.json``, atomically: the run is complete once it exists.
+    ``bounds``: each part's members ``(start, stop)``, in order."""
+    from ._version import __version__
+
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastneuron_version": __version__,
+                "settings": settings, "n_members": n_members, "member_options": list(member_options),
+                "described": described, "history_steps": [int(s) for s in history_steps],
+                "parts": [{"name": part_name(i), "start": a, "stop": b} for i, (a, b) in enumerate(bounds)]}
+    atomic_write(os.path.join(os.fspath(directory), MANIFEST), lambda f: f.write(json.dumps(manifest).encode()))
