@@ -1,7 +1,7 @@
 """A billion members on the 2-core CPU: a grid described, not materialized, trained into
 a sharded output directory, opened lazily and summarized (issue 14).
 
-    python bench/members_1e9.py                          # 10**9 members, T = 4, compile, on the CPU
+    python bench/members_1e9.py                          # 10**9 members, T = 12, compile, on the CPU
     python bench/members_1e9.py --members 1000000        # smoke test (seconds)
     python bench/members_1e9.py --members 1e8 --steps 12 --keep --out /tmp/run/
 
@@ -377,7 +377,7 @@ def parse_args(argv):
     today = datetime.date.today().isoformat()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--members", type=float, default=1e9, help="members M (default 1e9); a multiple of len(lrs)")
-    ap.add_argument("--steps", type=int, default=4, help="steps T (default 4)")
+    ap.add_argument("--steps", type=int, default=12, help="steps T (default 12: one compiled call of 12 samples)")
     ap.add_argument("--lrs", default="0.01,0.02", help="comma-separated learning rates, the grid's fast axis "
                     "(default 0.01,0.02)")
     ap.add_argument("--member-block", type=float, default=2**23, help="members per block (default 2**23)")

@@ -272,7 +272,7 @@ def _train(args) -> int:
               count_floats(wd_text, "--weight-decay"), count_floats(noise_text, "--noise")]
     problem = _problem_options(args)
     m = math.prod(counts)
-    if args.resume is not None and args.out is None and os.path.isdir(args.resume):
+    if args.resume is not None and args.out is None and _is_parts_dir(args.resume):
         args.out = args.resume  # resuming a parts directory: the run goes on writing there
     out_dir = args.out if args.out is not None and is_directory_path(args.out) else None
     if out_dir is None:  # the members are described (a grid); the results are not, unless they go to a directory
@@ -331,6 +331,11 @@ def _train(args) -> int:
     print(summary(result, counts, seconds, done_before=done_before if args.resume else None, out=args.out,
                   timing=timing))
     return 0
+
+
+def _is_parts_dir(path: str) -> bool:
+    """A directory a run with ``--out DIR/`` wrote (its parts, or their manifest)."""
+    return os.path.isdir(path) and any(n == "manifest.json" or n.startswith("part-") for n in os.listdir(path))
 
 
 @contextlib.contextmanager

@@ -284,7 +284,10 @@ def _per_member(name: str, value, m: int, **bounds):
         raise ValueError(f"{name} has {len(value)} values but there are {m} seeds: lengths must match")
     if value.dtype != "float32":
         raise ValueError(f"{name} must be real numbers, got a grid column of {value.dtype}")
-    checked = V.per_member(f"{name} (its grid axis)", value.values, value.n, **bounds)
+    try:
+        checked = V.per_member(name, value.values, value.n, **bounds)
+    except ValueError as exc:  # per_member counts the axis' values, not the members
+        raise ValueError(str(exc).replace("; member ", "; value ", 1) + " (of its grid axis)") from None
     return value.with_values(checked.contiguous().numpy())
 
 

@@ -117,9 +117,9 @@ def test_product_is_fastneuron_grid():
     g = fastneuron.grid([int(s) for s in seeds], lrs.tolist(), momentum=mus.tolist(), weight_decay=wds.tolist())
     assert [len(c) for c in cols] == [36] * 4
     assert cols[0].dtype == np.uint64
-    assert [int(s) for s in cols[0]] == g["seeds"]
-    assert cols[1].tolist() == g["lrs"] and cols[2].tolist() == g["momentum"]
-    assert cols[3].tolist() == g["weight_decay"]
+    assert [int(s) for s in cols[0]] == list(g["seeds"])
+    for col, name in zip(cols[1:], ("lrs", "momentum", "weight_decay")):
+        assert np.array_equal(col.astype(np.float32), np.asarray(g[name]))
 
 
 # -- runs --------------------------------------------------------------------------------

@@ -91,9 +91,9 @@ def test_grid_refuses(kwargs, match):
 
 
 def test_the_run_checks_a_grid_axis():
-    with pytest.raises(ValueError, match="lrs .its grid axis. must be finite and in"):
+    with pytest.raises(ValueError, match=r"lrs must be finite .*; value 1 has -0.1000\d* \(of its grid axis\)"):
         fn.train(**fn.grid(range(3), [0.1, -0.1]), steps=1)
-    with pytest.raises(ValueError, match="momentum .its grid axis. must be finite and in"):
+    with pytest.raises(ValueError, match=r"momentum must be finite and in \[0.0, 1.0\) .*; value 1 has 1.5"):
         fn.train(**fn.grid(range(3), [0.1], momentum=[0.5, 1.5]), steps=1)
     g = fn.grid(range(3), [0.1])
     with pytest.raises(ValueError, match="lrs has 3 values but there are 2 seeds"):

@@ -218,24 +218,29 @@ def test_seed_results_do_not_depend_on_other_members():
 # --- grid ----------------------------------------------------------------------------------
 
 
+def f32(values) -> list:
+    """What a grid holds for these values: float32 (the run's arithmetic), as Python floats."""
+    return [float(np.float32(v)) for v in values]
+
+
 def test_grid_product_order():
     g = fastneuron.grid(seeds=[10, 11, 12], lrs=[1e-3, 1e-2])
-    assert g == {"seeds": [10, 10, 11, 11, 12, 12], "lrs": [1e-3, 1e-2] * 3}
-    for i, (s, lr) in enumerate(itertools.product([10, 11, 12], [1e-3, 1e-2])):
+    assert {k: list(g[k]) for k in g} == {"seeds": [10, 10, 11, 11, 12, 12], "lrs": f32([1e-3, 1e-2] * 3)}
+    for i, (s, lr) in enumerate(itertools.product([10, 11, 12], f32([1e-3, 1e-2]))):
         assert g["seeds"][i] == s and g["lrs"][i] == lr
-        assert g["seeds"][i] == [10, 11, 12][i // 2] and g["lrs"][i] == [1e-3, 1e-2][i % 2]
+        assert g["seeds"][i] == [10, 11, 12][i // 2] and g["lrs"][i] == f32([1e-3, 1e-2])[i % 2]
 
 
 def test_grid_more_axes_and_scalars():
     g = fastneuron.grid(range(2), 0.01, momentum=[0.0, 0.9], weight_decay=0.1)
-    assert list(g) == ["seeds", "lrs", "momentum", "weight_decay"]
-    assert g["seeds"] == [0, 0, 1, 1]
-    assert g["lrs"] == [0.01] * 4
-    assert g["momentum"] == [0.0, 0.9, 0.0, 0.9]
-    assert g["weight_decay"] == [0.1] * 4
+    assert list(g) == ["seeds", "lrs", "momentum", "weight_decay"] and g.size == 4
+    assert list(g["seeds"]) == [0, 0, 1, 1]
+    assert list(g["lrs"]) == f32([0.01] * 4)
+    assert list(g["momentum"]) == f32([0.0, 0.9, 0.0, 0.9])
+    assert list(g["weight_decay"]) == f32([0.1] * 4)
     g3 = fastneuron.grid([1, 2], [0.1, 0.2, 0.3], momentum=[0.5, 0.6])
     assert list(zip(g3["seeds"], g3["lrs"], g3["momentum"])) == list(
-        itertools.product([1, 2], [0.1, 0.2, 0.3], [0.5, 0.6]))
+        itertools.product([1, 2], f32([0.1, 0.2, 0.3]), f32([0.5, 0.6])))
 
 
 def test_grid_feeds_train():
