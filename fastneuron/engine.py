@@ -341,12 +341,13 @@ class _PartStore:
         n = stop - first
         values = {k: x[:n].cpu() for k, x in _state_values(self.spec, state).items()}
         hist = None if history is None else (history.weight[:, :n].cpu(), history.bias[:, :n].cpu())
-        if final:
-            values = {k: x.clone() for k, x in values.items()}
-            hist = None if hist is None else tuple(h.clone() for h in hist)
-            _mark_diverged(self.spec, values["weight"], values["bias"], values["diverged_at"],
-                           *(hist or (None, None)))
+        if final:  # the results only, NaN where diverged (copies: the state may be the stepper's buffers)
             values = {k: values[k] for k in ("weight", "bias", "diverged_at")}
+            if bool((values["diverged_at"] >= 0).any()):
+                values["weight"], values["bias"] = values["weight"].clone(), values["bias"].clone()
+                hist = None if hist is None else tuple(h.clone() for h in hist)
+                _mark_diverged(self.spec, values["weight"], values["bias"], values["diverged_at"],
+                               *(hist or (None, None)))
         for k, x in values.items():
             self.writer.write(k, first, stop, x.numpy())
         if hist is not None:

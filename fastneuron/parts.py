@@ -51,13 +51,11 @@ import numpy as np
 import torch
 
 from . import result as _result
+from .part_writer import FORMAT, FORMAT_VERSION, MANIFEST
 from .result import TrainResult
 from .summary import (Summary, check_by, group_row, member_columns, median_step, risk_quantiles,
                       spread_columns, spread_problem)
 
-FORMAT = "fastneuron-parts"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 #: Largest manifest read (bytes).
 MAX_MANIFEST_BYTES = 1 << 26
 #: :meth:`PartsResult.summary` is exact while the per-member values it keeps (25 bytes
