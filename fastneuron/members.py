@@ -102,13 +102,27 @@ class GridColumn:
         axis = repr(self.rng) if self.values is None else f"{self.n} values"
         return f"GridColumn({self.dtype}, {axis}, inner={self.inner}, offset={self.offset}, length={self.length})"
 
-    def _digits(self, idx):
-        return (idx + self.offset) // self.inner % self.n
+    def _digits(self, start: int, stop: int, xp, device=None):
+        """The axis index of members [start, stop): runs of ``inner`` equal digits, built
+        from one short arange (``xp``: numpy or torch), with no division per member."""
+        a, n = start + self.offset, self.n
+        k0, k1 = a // self.inner, (stop + self.offset - 1) // self.inner
+        ks = xp.arange(k0, k1 + 1, dtype=xp.int64) if xp is np else \
+            torch.arange(k0, k1 + 1, dtype=torch.int64, device=device)
+        if k1 >= n:
+            ks = ks % n
+        if self.inner > 1:
+            skip = a - k0 * self.inner
+            ks = (np.repeat(ks, self.inner) if xp is np else ks.repeat_interleave(self.inner))[
+                skip:skip + stop - start]
+        return ks
 
     def numpy(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
         """Members ``[start, stop)`` as a host array (uint64 or float32)."""
         stop = self.length if stop is None else stop
-        k = self._digits(np.arange(start, stop, dtype=np.int64))
+        if stop <= start:
+            return np.zeros(0, np.uint64 if self.dtype == "uint64" else np.float32)
+        k = self._digits(start, stop, np)
         if self.values is not None:
             return self.values[k]
         return np.uint64(self.rng.start % _U64) + k.astype(np.uint64) * np.uint64(self.rng.step)
@@ -116,13 +130,21 @@ class GridColumn:
     def take(self, start: int, stop: int, device, pad: int = 0) -> torch.Tensor:
         """Members ``[start, stop)`` (plus ``pad`` copies of the first) expanded on
         ``device``: seeds as int64 two's complement, anything else float32."""
-        k = self._digits(torch.arange(start, stop, dtype=torch.int64, device=device))
-        if self.values is None:
-            # start + k*step mod 2**64, in int64's wrapping arithmetic.
-            x = _i64(self.rng.start) + k * _i64(self.rng.step)
+        if stop <= start:
+            x = torch.zeros(0, dtype=torch.int64 if self.dtype == "uint64" else torch.float32, device=device)
+        elif self.values is None and self.rng.step == 1 and self.inner == 1 and stop + self.offset <= self.n and \
+                (self.rng.start + start + self.offset) >> 63 == (self.rng.start + stop + self.offset - 1) >> 63:
+            # Consecutive seeds on one side of 2**63: one arange of their int64 words.
+            first = _i64(self.rng.start + start + self.offset)
+            x = torch.arange(first, first + stop - start, dtype=torch.int64, device=device)
         else:
-            vals = self.values.view(np.int64) if self.dtype == "uint64" else self.values
-            x = torch.from_numpy(np.ascontiguousarray(vals)).to(device)[k]
+            k = self._digits(start, stop, torch, device)
+            if self.values is None:
+                # start + k*step mod 2**64, in int64's wrapping arithmetic (no multiply for step 1).
+                x = k + _i64(self.rng.start) if self.rng.step == 1 else _i64(self.rng.start) + k * _i64(self.rng.step)
+            else:
+                vals = self.values.view(np.int64) if self.dtype == "uint64" else self.values
+                x = torch.from_numpy(np.ascontiguousarray(vals)).to(device)[k]
         if pad:
             x = torch.cat([x, x[:1].expand(pad)])
         return x
@@ -185,6 +207,14 @@ def is_column(x) -> bool:
     return isinstance(x, GridColumn)
 
 
+def seed_range(seeds) -> Optional[GridColumn]:
+    """A ``range`` of seeds in [0, 2**64) as a column (three numbers, never an array of M);
+    None for anything else."""
+    if isinstance(seeds, range) and len(seeds) and seeds.step > 0 and seeds.start >= 0 and seeds[-1] < _U64:
+        return GridColumn("uint64", None, seeds, 1, 0, len(seeds))
+    return None
+
+
 def describe(x) -> Optional[GridColumn]:
     """``x`` as a description: a grid's column itself, one value shared by every member
     (a stride-0 float32 tensor) as a column of one value; None for an array of values."""
@@ -231,9 +261,7 @@ def grid(seeds, lrs, **per_member) -> Grid:
     uint64, the rest float32: the run checks their ranges). A scalar is an axis of one.
     """
     names = ["seeds", "lrs", *per_member]
-    if isinstance(seeds, range) and len(seeds) and seeds.step > 0:
-        if seeds.start < 0 or seeds[-1] >= _U64:
-            raise ValueError("seeds must lie in [0, 2**64)")
+    if seed_range(seeds) is not None:
         seed_axis: tuple = (None, seeds)
     else:
         if isinstance(seeds, range) and not len(seeds):

@@ -24,7 +24,7 @@ import torch
 from . import _validate as V
 from . import kernels
 from .files import check_writable
-from .members import describe, is_column
+from .members import describe, is_column, seed_range
 from .part_writer import is_directory_path, write_manifest
 from .optim import OPTIMIZERS, run_option_names
 from .problems import PROBLEMS
@@ -84,6 +84,7 @@ class RunSpec:
             raise ValueError(f"unknown option {unknown[0]!r} for optimizer {optimizer!r} and problem {problem!r}; "
                              f"they take: {', '.join(known)}")
         seeds_in = seeds
+        seeds = seed_range(seeds) or seeds  # a range stays three numbers, as in a grid
         if is_column(seeds):  # a grid's: described, expanded block by block on the device
             if seeds.dtype != "uint64":
                 raise ValueError(f"seeds must be integers, got a grid column of {seeds.dtype}")

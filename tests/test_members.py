@@ -25,7 +25,8 @@ def product_columns(*axes):
     return [list(c) for c in zip(*itertools.product(*axes))]
 
 
-@pytest.mark.parametrize("seeds", [range(5), range(U64_MAX - 2, 2**64), range(3, 40, 7), [0, U64_MAX, 2**63, 9]])
+@pytest.mark.parametrize("seeds", [range(5), range(U64_MAX - 2, 2**64), range(3, 40, 7), range(2**63 - 3, 2**63 + 3),
+                                   [0, U64_MAX, 2**63, 9]])
 def test_grid_is_itertools_product(seeds):
     lrs, mus = [0.1, 0.2, 0.3], [0.0, 0.9]
     g = fn.grid(seeds, lrs, momentum=mus)
