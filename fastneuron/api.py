@@ -52,12 +52,21 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
     uninterrupted run ends. Members are trained in blocks of ``member_block``
     (default: as many as a quarter of the free memory holds).
 
+    Members may be described instead of listed: ``train(**fastneuron.grid(seeds=range(10**9),
+    lrs=[...]), ...)`` (or ``seeds=range(...)``) keeps a few numbers per axis on the host and
+    expands each block's members on the device (:mod:`fastneuron.members`). ``out=PATH``
+    saves the result (``.npz``); ``out="DIR/"`` (a path ending in a separator, or a
+    directory) streams the results, history included, to one part per process as the run
+    goes (:mod:`fastneuron.part_writer`), checkpoints into the parts (``checkpoint`` must
+    be None; ``resume="DIR/"`` continues the run exactly) and returns
+    ``fastneuron.load(DIR)``, a lazily read :class:`fastneuron.parts.PartsResult`.
+
     ``distributed=True`` (under torchrun, or with ``torch.distributed`` initialized)
     shards the members across the processes, each on its own device; see
     :mod:`fastneuron.distributed`. Checkpoints go to ``checkpoint + ".rank{r}"``.
 
     Returns:
-        A :class:`TrainResult` (on the host): per member the seed, lr and options,
+        A :class:`TrainResult` (on the host; a PartsResult with ``out="DIR/"``): per member the seed, lr and options,
         the final ``weight`` and ``bias`` (NaN where diverged), ``diverged_at`` (the
         step that made w or b non-finite, -1 if none) and the logged history. Under
         ``distributed=True``, rank 0 returns the whole result and the other ranks None.

@@ -15,6 +15,12 @@ final weight, bias, diverged_at and history as raw 32-bit words, in chunks of at
 every rank was given all of them (and checks that they agree, see below). The result's
 ``settings`` are those of rank 0 (``device`` is rank 0's device) plus ``world_size``.
 
+With ``out="DIR/"`` nothing is gathered: rank ``r`` writes its shard's results (and its
+checkpoints) to ``DIR/part-{r:05d}`` as it trains (:mod:`fastneuron.part_writer`), an
+empty part when it has no member; when every rank has reported its part done, rank 0
+writes ``DIR/manifest.json``, waits for the others to read its verdict, and returns
+``fastneuron.load(DIR)``. ``resume="DIR/"`` continues every part (same world size).
+
 Setting up. If ``torch.distributed`` is already initialized, its default group is
 used. Otherwise the group is initialized here from torchrun's environment (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), with backend

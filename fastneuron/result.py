@@ -92,6 +92,10 @@ class TrainResult:
             None without a log.
         history_bias: float32 tensor (L, M), likewise for the bias; None without a log.
 
+    A grid's columns (:func:`fastneuron.grid`, or seeds given as a ``range``) stay a
+    description until read: ``seeds``, ``lrs`` and ``member_options`` are expanded on
+    first access, and ``described`` gives their JSON.
+
     Derived: ``risk`` (float64 (M,)) and ``history_risk`` (float64 (L, M)), the
     population risk of the run's ``problem``; ``member(i)``; ``summary()``;
     ``save(path)`` (read back with :func:`load`); ``to_pandas()``, ``to_xarray()``,
@@ -114,13 +118,14 @@ class TrainResult:
         # leave the instance, and __getattr__ expands them on first access.
         described = {k: v for k, v in (("seeds", self.seeds), ("lrs", self.lrs), *self.member_options.items())
                      if is_column(v)}
-        if described:
-            self.__dict__["_described"] = described
-            for k in ("seeds", "lrs", "member_options"):
-                if k == "member_options" and not described.keys() - {"seeds", "lrs"}:
-                    continue
-                if k in described or k == "member_options":
-                    self.__dict__["_lazy_" + k] = self.__dict__.pop(k)
+        if not described:
+            return
+        self.__dict__["_described"] = described
+        lazy = [k for k in ("seeds", "lrs") if k in described]
+        if described.keys() - {"seeds", "lrs"}:
+            lazy.append("member_options")  # the dict is expanded whole, on first access
+        for k in lazy:
+            self.__dict__["_lazy_" + k] = self.__dict__.pop(k)
 
     @property
     def described(self) -> dict:
@@ -235,6 +240,8 @@ class TrainResult:
         arrays = {k: np.ascontiguousarray(np.asarray(v), dtype=dtypes[k]) for k, v in arrays.items()}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastneuron_version": __version__,
                 "member_options": list(self.member_options), "settings": self.settings}
+        if self.described:  # how the members were built (the arrays are saved anyway)
+            meta["described"] = self.described
         arrays["settings"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         atomic_write(path, lambda f: np.savez(f, **arrays))
 

@@ -1,27 +1,28 @@
 """``backend="compile"``: chunks of the eager reference fused into one kernel each.
 
 ``torch.compile`` traces the reference itself (no copy of the step, so any optimizer
-or problem of the reference runs here too) over a fixed number of samples, 12 a
-compiled call. Inductor fuses the unrolled Philox rounds and updates into one loop
+or problem of the reference runs here too) over a fixed number of samples a compiled
+call (12, or 8 or 4, below). Inductor fuses the unrolled Philox rounds and updates into one loop
 over members, so (w, b) stay in registers for the whole segment and x never touches
 memory.
 
-Two ways to cut a run into segments of 12 samples, by batch size B:
+Two ways to cut a run into segments, by batch size B:
 
 - B divides 12 (1, 2, 3, 4, 6, 12): a segment is K = 12 / B whole steps,
   :func:`fastneuron.reference.run_steps`. K = 12 at B = 1 is the fastest of
   K = 4, 8, 12, 16, 32 measured on 2 Zen 5 cores (K = 16 ran at half speed; figures
   in bench/results/README.md); every segment starts a Philox block.
-- any other B: a segment is 12 consecutive samples of the data stream,
-  :func:`fastneuron.reference.run_samples`, which applies the update where a step
-  ends (a select) and carries the gradient sums of an unfinished step to the next
-  segment. Unrolling whole steps instead made the compile time grow with B (a
-  12-step chunk at B = 4 took 198 s to compile, B >= 8 did not finish in minutes);
-  a fixed 12 samples compile in the time B = 1 does, for every B.
+- any other B: a segment is 8 consecutive samples of the data stream
+  (:data:`CUT_SEGMENT_SAMPLES`), :func:`fastneuron.reference.run_samples`, which
+  applies the update where a step ends (a select) and carries the gradient sums of an
+  unfinished step to the next segment. Unrolling whole steps instead made the compile
+  time grow with B (a 12-step chunk at B = 4 took 198 s to compile, B >= 8 did not
+  finish in minutes); a fixed number of samples compiles in the same time for every B.
+- with normals to draw (label noise, Gaussian x): 4 samples, either way.
 
 One compiled graph serves every M (dim 0 is dynamic), every T (the segment's first
 step or sample is a tensor) and every value of the settings (tensors too); what is
-left over at the end of a call (fewer than 12 samples) runs the same functions
+left over at the end of a run (less than a segment) runs the same functions
 uncompiled.
 
 Divergence (SPEC §4) is found once per call, not per step. A non-finite w or b
@@ -44,9 +45,15 @@ from fastneuron.rng import init_params
 
 #: Samples per compiled call (see the module docstring for the measurement).
 SEGMENT_SAMPLES = 12
-#: Steps the engine asks for per call: 12 segments at B = 1, one progress update and
-#: checkpoint chance per B * 12 samples of every member.
-CHUNK_STEPS = 12
+#: Samples per compiled call when B does not divide SEGMENT_SAMPLES (segments cut by
+#: samples, each with a possible update at every sample: a larger graph than whole
+#: steps'). 8, not 12: a cold first call went from 31-33 s to 24-25 s for B in 5 .. 1024,
+#: throughput per sample 0.77-0.84x of B = 1 (0.82-0.86x with 12; the cpu family 23
+#: machine, bench/results/compile-batch-2026-11-30.txt).
+CUT_SEGMENT_SAMPLES = 8
+#: Steps the engine asks for per call: a whole number of segments for every B (24 * B is
+#: a multiple of 12 and of 8); one progress update and checkpoint chance per chunk.
+CHUNK_STEPS = 24
 
 #: Each step config (batch size, optimizer and its flags, problem), history or device is
 #: one more specialization of the same traced function; dynamo's default limit of 8
@@ -66,12 +73,12 @@ NORMAL_SEGMENT_SAMPLES = 4
 
 
 def segment_samples(config: StepConfig) -> int:
-    """Samples per compiled call: :data:`SEGMENT_SAMPLES`, or :data:`NORMAL_SEGMENT_SAMPLES`
-    when the problem draws normals."""
+    """Samples per compiled call: :data:`NORMAL_SEGMENT_SAMPLES` when the problem draws
+    normals, else :data:`SEGMENT_SAMPLES` when B divides it, else :data:`CUT_SEGMENT_SAMPLES`."""
     flags = config.problem_flags
     if flags is not None and (getattr(flags, "noise", False) or getattr(flags, "normal", False)):
         return NORMAL_SEGMENT_SAMPLES
-    return SEGMENT_SAMPLES
+    return SEGMENT_SAMPLES if SEGMENT_SAMPLES % config.batch_size == 0 else CUT_SEGMENT_SAMPLES
 
 
 def _whole_steps(config: StepConfig) -> int:
@@ -117,6 +124,11 @@ def _options(device_type: str) -> dict:
         # The graph is compiled at the first call's M; without this, a first call with
         # a few hundred members yields a loop that never runs on more than one thread.
         options["cpp.dynamic_threads"] = True
+        # Trust the vector ISA read off the CPU's flags instead of test-compiling a probe
+        # kernel for each candidate ISA and loading it in a subprocess: a cold first call
+        # went from 32.4 to 25.7 s (B = 5, 2 members, empty Inductor cache, the cpu family 23
+        # machine). A compiler without that ISA fails the kernel's own build, loudly.
+        options["cpp.vec_isa_ok"] = True
     if device_type == "cuda":
         # Inductor's Triton kernels contract a*b + c into an FMA unless asked to keep
         # eager's separately rounded ops; SPEC §3 forbids the FMA.
@@ -248,7 +260,7 @@ class CompiledStepper:
                     probes.append(_probe(state))
                 keep_logged(recorded, t, n, history)
                 t += n
-        else:  # segments of 12 samples, steps ending anywhere in them
+        else:  # segments of n_seg samples, steps ending anywhere in them
             partial = (torch.full_like(state.weight, -0.0), torch.full_like(state.weight, -0.0))
             i, stop = t0 * batch, (t0 + nsteps) * batch
             while i < stop:
