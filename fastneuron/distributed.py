@@ -165,7 +165,12 @@ def run_distributed(spec: RunSpec) -> Optional[TrainResult]:
         warnings.warn("fastneuron: distributed=True, but torch.distributed is not initialized and RANK/WORLD_SIZE "
                       "are not set (start the run with torchrun): training in this process alone",
                       RuntimeWarning, stacklevel=3)
-        return engine.run(dataclasses.replace(spec, distributed=False))
+        alone = dataclasses.replace(spec, distributed=False)
+        result = engine.run(alone)
+        if alone.out is None:
+            return result
+        alone.write_manifest([(0, len(alone))])
+        return load_parts(alone.out)
 
     rank, world = dist.get_rank(), dist.get_world_size()
     m = len(spec)

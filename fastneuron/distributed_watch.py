@@ -199,18 +199,19 @@ class _Watch:
 
     def acknowledge_verdict(self) -> None:
         """Not rank 0: say that rank 0's good verdict was read (rank 0 may end now)."""
-        self._call("acknowledging rank 0's verdict", self.store.add, "read", 1)
+        self._call("acknowledging rank 0's verdict", self.store.set, f"read{self.rank}", "1")
 
     def wait_read(self) -> None:
         """Rank 0, after a good verdict with nothing to gather: wait until every other rank
-        has read it (the store may live in this process), watching their heartbeats."""
+        has read it (the store may live in this process). The run is complete by then: a
+        rank whose heartbeat stops before it says so is waited for no longer, not an error."""
         seen: dict = {}
+        waiting = set(range(1, self.world)) - self.gone
         what = "waiting for the other ranks to read its verdict"
-        while self._call(what, self.store.add, "read", 0) < self.world - 1:
-            for p in range(1, self.world):
-                dead = self._call(what, self._stale, seen, p, what)
-                if dead:
-                    raise DistributedError(dead)
+        while waiting:
+            for p in sorted(waiting):
+                if self._call(what, self.store.check, [f"read{p}"]) or self._call(what, self._stale, seen, p, what):
+                    waiting.discard(p)
             time.sleep(0.05)
 
     def abandon(self, error: str) -> None:

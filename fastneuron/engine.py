@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import os
 import time
+import zipfile
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from . import kernels
-from .checkpoint import check_diverged, check_header, header, load_checkpoint, save_checkpoint
+from .checkpoint import check_diverged, check_header, load_checkpoint, save_checkpoint
 from .progress import Progress
-from .files import ResultNotSaved
+from .files import Npz, ResultNotSaved, check_arrays, read_header
 from .members import describe
-from .part_writer import PROGRESS, PartWriter, part_name
+from .part_writer import CHECKPOINT, PartWriter, part_name
 from .reference import Constants, History, Members, State, StepConfig
 from .spec import RunSpec, take
 
@@ -272,9 +273,12 @@ def _mark_diverged(spec: RunSpec, w, b, div, hist_w, hist_b) -> None:
 class _PartStore:
     """The run's results in its part of a parts directory (``spec.out``, part
     ``spec.part``; :mod:`fastneuron.part_writer`), written block by block: host memory
-    O(block), not O(M). The part is its own checkpoint: the optimizer state lives
-    beside the results, and ``progress.json`` (a checkpoint's header) says where the
-    run is; it is written every ``checkpoint_every`` seconds, after the arrays."""
+    O(block), not O(M). A block's final results go to the part's files when it ends;
+    the history's rows as they are produced. The checkpoint, every ``checkpoint_every``
+    seconds, is ``checkpoint.npz`` in the part: the header (settings, members' digest,
+    block and step) and the block in training's state, apart from the results (a
+    block's results are never read back as its state), written atomically after the
+    part's files are synced. It stays in the finished part, so that a resume checks it."""
 
     checkpoints = True
 
@@ -288,78 +292,104 @@ class _PartStore:
         self.inputs = {k: x for k, x in spec.member_columns().items() if describe(x) is None}
         for k in self.inputs:
             self.results[k] = (np.uint64 if k == "seeds" else np.float32, (m,))
-        states = {f"{s}_{p}": (np.float32, (m,)) for s in spec.state_names() for p in ("weight", "bias")}
         # Explicit inputs cost their bytes on the host (the caller's arrays); the rest is O(block).
         self.host_bytes = sum(8 if k == "seeds" else 4 for k in self.inputs)
+        self.pending: Optional[dict] = None  # the block in training's state at the last store, on the host
         os.makedirs(spec.out, exist_ok=True)
-        self.done = spec.resume is not None and os.path.isdir(os.path.join(spec.out, part_name(spec.part))) \
-            and not os.path.isdir(os.path.join(spec.out, part_name(spec.part) + ".tmp"))
+        final = os.path.join(spec.out, part_name(spec.part))
+        self.done = spec.resume is not None and os.path.isdir(final) and not os.path.isdir(final + ".tmp")
         self.writer = None
-        if not self.done:
-            self.writer = PartWriter(spec.out, spec.part, {**self.results, **states}, resume=spec.resume is not None)
-            if spec.resume is None:
-                for k, x in self.inputs.items():
-                    for a in range(0, m, 1 << 22):
-                        b = min(m, a + (1 << 22))
-                        self.writer.write(k, a, b, x[a:b].numpy().view(np.uint64) if k == "seeds" else x[a:b].numpy())
+        if self.done:  # finished before the run stopped: its checkpoint is checked in resume()
+            self.path = os.path.join(final, CHECKPOINT)
+            return
+        self.path = os.path.join(final + ".tmp", CHECKPOINT)
+        if spec.resume is not None and not os.path.exists(self.path):
+            raise ValueError(f"resume: {self.path} is missing (the part stopped before its first checkpoint: "
+                             f"start the run again)")
+        self.writer = PartWriter(spec.out, spec.part, self.results, resume=spec.resume is not None)
+        if spec.resume is None:
+            for k, x in self.inputs.items():
+                for a in range(0, m, 1 << 22):
+                    b = min(m, a + (1 << 22))
+                    self.writer.write(k, a, b, x[a:b].numpy().view(np.uint64) if k == "seeds" else x[a:b].numpy())
+
+    def _state_names(self) -> list:
+        return ["weight", "bias", "diverged_at",
+                *(f"{s}_{p}" for s in self.spec.state_names() for p in ("weight", "bias"))]
 
     def resume(self) -> dict:
-        spec, m = self.spec, len(self.spec)
-        if self.done:  # this part was finished before the run stopped
-            return {"block_start": m, "block_stop": m, "step": spec.steps}
-        path = os.path.join(self.writer.path, PROGRESS)
-        meta = self.writer.read_json(PROGRESS)
-        if meta is None:
-            raise ValueError(f"resume: {path} is missing (the run stopped before its first checkpoint: "
-                             f"start it again)")
-        check_header(path, meta, spec)
-        check_diverged(path, meta, spec, lambda a, b: self.writer.read("diverged_at", a, b))
+        spec, path = self.spec, self.path
+        if not os.path.exists(path):
+            raise ValueError(f"resume: {path} is missing (the part stopped before its first checkpoint: "
+                             f"start the run again)")
+        try:
+            with Npz(path) as z:
+                meta = read_header(z, "meta")
+                check_header(path, meta, spec)
+                n = meta["block_stop"] - meta["block_start"] if meta["step"] else 0
+                expected = {k: (np.int64 if k == "diverged_at" else np.float32, (n,)) for k in self._state_names()}
+                check_arrays(z, expected if n else {}, header="meta")
+                saved = {k: torch.from_numpy(z.read(k)) for k in expected} if n else {}
+        except (OSError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"resume: {path} is not a fastneuron checkpoint ({exc})") from None
+        if self.done:
+            if (meta["block_start"], meta["step"]) != (len(spec), spec.steps):
+                raise ValueError(f"resume: {path} is a broken fastneuron checkpoint (its part is finished, "
+                                 f"its checkpoint is not)")
+            return meta
+        b0 = meta["block_start"]
+        check_diverged(path, meta, spec, lambda a, b: self.writer.read("diverged_at", a, b) if b <= b0
+                       else saved["diverged_at"][a - b0:b - b0])
+        self.pending = saved
         return meta
-
-    def _read(self, name: str, first: int, stop: int, pad: int, dim: int = 0) -> torch.Tensor:
-        return take(torch.from_numpy(self.writer.read(name, first, stop)), 0, stop - first, self.spec.device, pad,
-                    dim=dim)
 
     def block_history(self, first: int, stop: int, pad: int, resumed: bool) -> Optional[History]:
         spec = self.spec
         if not spec.log_every:
             return None
-        if resumed:
-            return History(self._read("history_weight", first, stop, pad, 1),
-                           self._read("history_bias", first, stop, pad, 1), spec.log_every)
+        if resumed:  # the rows before the step resumed from: final, or rewritten below
+            return History(*(take(torch.from_numpy(self.writer.read(k, first, stop)), 0, stop - first, spec.device,
+                                  pad, dim=1) for k in ("history_weight", "history_bias")), spec.log_every)
         shape = (spec.n_logged, stop - first + pad)
         return History(torch.empty(shape, device=spec.device), torch.empty(shape, device=spec.device), spec.log_every)
 
     def saved_state(self, first: int, stop: int, pad: int) -> State:
+        def get(name):
+            return take(self.pending[name], 0, stop - first, self.spec.device, pad)
+
         names = self.spec.state_names()
-        return State(self._read("weight", first, stop, pad), self._read("bias", first, stop, pad),
-                     tuple(self._read(f"{s}_weight", first, stop, pad) for s in names),
-                     tuple(self._read(f"{s}_bias", first, stop, pad) for s in names),
-                     self._read("diverged_at", first, stop, pad))
+        return State(get("weight"), get("bias"), tuple(get(f"{s}_weight") for s in names),
+                     tuple(get(f"{s}_bias") for s in names), get("diverged_at"))
 
     def store_block(self, first: int, stop: int, state: State, history: Optional[History], final: bool) -> None:
         n = stop - first
         values = {k: x[:n].cpu() for k, x in _state_values(self.spec, state).items()}
         hist = None if history is None else (history.weight[:, :n].cpu(), history.bias[:, :n].cpu())
-        if final:  # the results only, NaN where diverged (copies: the state may be the stepper's buffers)
+        if not final:  # the block's state waits for the checkpoint; its history rows so far go to the part
+            self.pending = {k: x.clone() for k, x in values.items()}
+        else:  # the results only, NaN where diverged (copies: the state may be the stepper's buffers)
+            self.pending = None
             values = {k: values[k] for k in ("weight", "bias", "diverged_at")}
             if bool((values["diverged_at"] >= 0).any()):
                 values["weight"], values["bias"] = values["weight"].clone(), values["bias"].clone()
                 hist = None if hist is None else tuple(h.clone() for h in hist)
                 _mark_diverged(self.spec, values["weight"], values["bias"], values["diverged_at"],
                                *(hist or (None, None)))
-        for k, x in values.items():
-            self.writer.write(k, first, stop, x.numpy())
+            for k, x in values.items():
+                self.writer.write(k, first, stop, x.numpy())
         if hist is not None:
             self.writer.write("history_weight", first, stop, hist[0].numpy())
             self.writer.write("history_bias", first, stop, hist[1].numpy())
 
     def checkpoint(self, first: int, stop: int, t: int) -> None:
-        if self.writer is not None:
-            self.writer.write_json(PROGRESS, header(self.spec, block_start=first, block_stop=stop, step=t))
+        if self.writer is None:
+            return
+        self.writer.sync()  # the results the checkpoint counts as done are on disk first
+        arrays = self.pending if t and self.pending is not None else {}
+        save_checkpoint(self.path, self.spec, block_start=first, block_stop=stop, step=t, arrays=arrays)
 
     def finish(self, save) -> None:
         if self.writer is not None:
             save(len(self.spec), len(self.spec), self.spec.steps, None, None)
-            self.writer.finish(keep=self.results)
+            self.writer.finish()
         return None

@@ -106,6 +106,10 @@ class GridColumn:
         """The axis index of members [start, stop): runs of ``inner`` equal digits, built
         from one short arange (``xp``: numpy or torch), with no division per member."""
         a, n = start + self.offset, self.n
+        if self.inner > stop - start:  # at most two runs: divide, rather than repeat inner times
+            idx = np.arange(a, stop + self.offset, dtype=np.int64) if xp is np else \
+                torch.arange(a, stop + self.offset, dtype=torch.int64, device=device)
+            return idx // self.inner % n
         k0, k1 = a // self.inner, (stop + self.offset - 1) // self.inner
         ks = xp.arange(k0, k1 + 1, dtype=xp.int64) if xp is np else \
             torch.arange(k0, k1 + 1, dtype=torch.int64, device=device)
@@ -134,9 +138,12 @@ class GridColumn:
             x = torch.zeros(0, dtype=torch.int64 if self.dtype == "uint64" else torch.float32, device=device)
         elif self.values is None and self.rng.step == 1 and self.inner == 1 and stop + self.offset <= self.n and \
                 (self.rng.start + start + self.offset) >> 63 == (self.rng.start + stop + self.offset - 1) >> 63:
-            # Consecutive seeds on one side of 2**63: one arange of their int64 words.
+            # Consecutive seeds on one side of 2**63: one arange of their int64 words (its
+            # end, exclusive, may be 2**63 itself, which int64 cannot hold: then added).
             first = _i64(self.rng.start + start + self.offset)
-            x = torch.arange(first, first + stop - start, dtype=torch.int64, device=device)
+            x = torch.arange(first, first + stop - start, dtype=torch.int64, device=device) \
+                if first + stop - start < 2**63 else \
+                torch.arange(stop - start, dtype=torch.int64, device=device) + first
         else:
             k = self._digits(start, stop, torch, device)
             if self.values is None:
@@ -181,7 +188,7 @@ def column_from_json(d: dict) -> GridColumn:
         if "range" in d:
             start, stop, step = d["range"]
             rng = range(start, stop, step)
-            if dtype != "uint64" or step < 1 or start < 0 or stop > _U64 or not len(rng):
+            if dtype != "uint64" or not 1 <= step < _U64 or start < 0 or stop > _U64 or not len(rng):
                 raise ValueError
             return GridColumn(dtype, None, rng, inner, offset, length)
         values = d["values"]
@@ -210,8 +217,14 @@ def is_column(x) -> bool:
 def seed_range(seeds) -> Optional[GridColumn]:
     """A ``range`` of seeds in [0, 2**64) as a column (three numbers, never an array of M);
     None for anything else."""
-    if isinstance(seeds, range) and len(seeds) and seeds.step > 0 and seeds.start >= 0 and seeds[-1] < _U64:
-        return GridColumn("uint64", None, seeds, 1, 0, len(seeds))
+    if not isinstance(seeds, range):
+        return None
+    try:
+        n = len(seeds)
+    except OverflowError:  # len() of a range is a C ssize_t
+        raise ValueError("seeds: a range of more than 2**63 - 1 seeds") from None
+    if n and 0 < seeds.step < _U64 and seeds.start >= 0 and seeds[-1] < _U64:
+        return GridColumn("uint64", None, seeds, 1, 0, n)
     return None
 
 

@@ -6,7 +6,7 @@ files (a header, then the data; written with ``pwrite`` at the block's offset, s
 memory stays O(block)), and renames the directory to ``DIR/part-{index:05d}`` when its
 members are done. ``DIR/manifest.json`` is written last, atomically, when every part
 is done: a directory without it is a run in progress (or a killed one, which resumes
-from its parts' ``progress.json``). :mod:`fastneuron.parts` reads the result.
+from its parts' ``checkpoint.npz``). :mod:`fastneuron.parts` reads the result.
 
 Layout (``n`` members in a part, ``L`` logged steps):
 
@@ -14,9 +14,8 @@ Layout (``n`` members in a part, ``L`` logged steps):
   int64 (n,); ``history_weight.npy``, ``history_bias.npy`` float32 (L, n) with a log;
 - ``seeds.npy`` uint64 (n,), ``lrs.npy`` and each per-member option's float32 (n,),
   for the columns given as arrays (a grid's columns are described in the manifest);
-- while the part trains: the optimizer's state (``{state}_weight.npy``,
-  ``{state}_bias.npy``) and ``progress.json`` (the checkpoint's header: settings,
-  members digest, block and step), removed when the part is done.
+- ``checkpoint.npz``: the part's checkpoint (:mod:`fastneuron.engine`'s ``_PartStore``:
+  the header, and the state of the block in training), kept when the part is done.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Optional
 
 import numpy as np
 
@@ -33,7 +31,7 @@ from .files import atomic_write
 FORMAT = "fastneuron-parts"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-PROGRESS = "progress.json"
+CHECKPOINT = "checkpoint.npz"
 
 
 def part_name(index: int) -> str:
@@ -118,35 +116,14 @@ class PartWriter:
                 for _, offset, count in self._ranges(name, start, stop)]
         return np.stack(rows).reshape(*shape[:-1], stop - start)
 
-    def write_json(self, name: str, obj: dict) -> None:
-        """A small JSON file in the part, written atomically, after the arrays are on disk."""
-        self.sync()
-        atomic_write(os.path.join(self.path, name), lambda f: f.write(json.dumps(obj).encode()))
-
-    def read_json(self, name: str) -> Optional[dict]:
-        try:
-            with open(os.path.join(self.path, name), "rb") as f:
-                return json.loads(f.read().decode())
-        except FileNotFoundError:
-            return None
-
     def sync(self) -> None:
         for fd in self._fds.values():
             os.fsync(fd)
 
-    def finish(self, keep) -> None:
-        """Close the files, remove those not in ``keep`` (and the progress), rename the
-        part into place."""
+    def finish(self) -> None:
+        """Close the files and rename the part into place (its checkpoint stays)."""
         self.sync()
-        for name, fd in self._fds.items():
-            os.close(fd)
-            if name not in keep:
-                os.unlink(os.path.join(self.path, name + ".npy"))
-        self._fds.clear()
-        try:
-            os.unlink(os.path.join(self.path, PROGRESS))
-        except FileNotFoundError:
-            pass
+        self.close()
         _fsync_dir(self.path)
         shutil.rmtree(self.final, ignore_errors=True)
         os.rename(self.path, self.final)

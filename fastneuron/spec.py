@@ -63,6 +63,7 @@ class RunSpec:
     lr_schedule: Any = None  # a schedule object (fastneuron.schedules), None for a constant lr
     out: Optional[str] = None  # a parts directory (fastneuron.part_writer): results stream there
     part: int = 0  # the part this process writes (its rank)
+    recorded: Optional[tuple] = None  # a shard's: the whole run's per-member columns (member_columns)
 
     # -- building ---------------------------------------------------------------
     @classmethod
@@ -237,12 +238,15 @@ class RunSpec:
             backend=backend, progress=progress, distributed=False,
             checkpoint=None if self.checkpoint is None else self.checkpoint + suffix,
             resume=self.resume if self.resume is None or self.out is not None else self.resume + suffix,
-            part=part)
+            part=part, recorded=tuple(self.member_columns()))
 
     def member_columns(self) -> dict:
         """The per-member columns a result records, by name: seeds, lrs, the optimizer's
-        options, the problem's that some member uses."""
-        return {"seeds": self.seeds, "lrs": self.lrs, **self.member_options, **self.used_problem_options}
+        options, the problem's that some member uses (of the whole run, for a shard: every
+        part of a parts directory holds the same columns)."""
+        columns = {"seeds": self.seeds, "lrs": self.lrs, **self.member_options, **self.problem_options}
+        names = self.recorded or ("seeds", "lrs", *self.member_options, *self.used_problem_options)
+        return {k: columns[k] for k in names}
 
     # -- results -----------------------------------------------------------------
     def write_manifest(self, bounds: list, **extra_settings) -> None:

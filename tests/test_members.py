@@ -116,6 +116,19 @@ def test_a_trillion_members_are_a_few_numbers():
     assert len(shard) == 5 and shard.seeds.numpy()[0] == U64_MAX - 10**12 + 1 + 5 * 10**11
 
 
+def test_seeds_up_to_2_63_and_long_strides():
+    # A block whose last seed is 2**63 - 1: an arange ending at 2**63, which int64 cannot hold.
+    r = fn.train(seeds=range(2**63 - 3, 2**63), lrs=0.01, steps=4, backend="eager")
+    want = fn.train(seeds=[2**63 - 3, 2**63 - 2, 2**63 - 1], lrs=0.01, steps=4, backend="eager")
+    assert_same_results(want, r, members=True)
+    # An axis with a stride far beyond the block: no repeat of inner values per member.
+    col = GridColumn("uint64", None, range(4), 10**12, 10**12 - 2, 5)
+    assert col.numpy().tolist() == [0, 0, 1, 1, 1]
+    assert col.take(1, 4, "cpu").tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="more than 2\\*\\*63 - 1"):
+        fn.grid(range(2**64), [0.1])
+
+
 def test_describe():
     assert describe(torch.tensor([1.0, 2.0])) is None
     col = describe(torch.tensor([0.25]).expand(7))

@@ -48,11 +48,17 @@ def test_parts_equal_the_in_memory_result(tmp_path, case, backend):
     assert_same_results(want, fn.load(out).to_result(), members=True)
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(os.listdir(out)) == ["manifest.json", "part-00000"]
-    left = sorted(os.listdir(out / "part-00000"))  # no optimizer state, no progress once done
-    assert "progress.json" not in left and not any(f.startswith("buf_") for f in left)
+    left = sorted(os.listdir(out / "part-00000"))  # the results and the part's last checkpoint
+    assert "checkpoint.npz" in left and not any(f.startswith("buf_") for f in left)
+    assert checkpoint_meta(out / "part-00000")["step"] == options["steps"]
     if case == "grid":
         assert set(manifest["described"]) == {"seeds", "lrs", "momentum", "weight_decay"}
         assert "seeds.npy" not in left and "lrs.npy" not in left
+
+
+def checkpoint_meta(part) -> dict:
+    with np.load(part / "checkpoint.npz", allow_pickle=False) as z:
+        return json.loads(z["meta"].tobytes().decode())
 
 
 def killed_run(out, members: dict, options: dict, backend: str, after_chunks: int) -> None:
@@ -75,7 +81,7 @@ def test_a_killed_run_resumes_from_its_parts(tmp_path, backend, after):
     want = fn.train(**members, **options, backend="eager")
     out = tmp_path / "out"
     killed_run(out, members, options, backend, after)
-    progress = json.loads((out / "part-00000.tmp" / "progress.json").read_text())
+    progress = checkpoint_meta(out / "part-00000.tmp")
     assert progress["step"] > 0 or progress["block_start"] > 0
     got = fn.train(**members, **options, backend=backend, out=f"{out}/", resume=f"{out}/", progress=False)
     assert_same_results(want, got.to_result(), members=True)
@@ -104,6 +110,53 @@ def test_resume_twice_and_a_finished_part(tmp_path):
     assert_same_results(want, again.to_result(), members=True)
 
 
+def test_resume_after_a_block_ended_between_checkpoints(tmp_path, monkeypatch):
+    # One checkpoint in the middle of block 0, then block 0 ends (its results written), and
+    # the run dies in block 1 before the next checkpoint: the resume starts block 0 again
+    # from the checkpoint's own state, not from the results written since.
+    members = dict(seeds=list(range(6)), lrs=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06], momentum=0.9)
+    options = dict(steps=40, member_block=3, log_every=3)
+    want = fn.train(**members, **options, backend="eager")
+    out = tmp_path / "out"
+    spec = RunSpec.build(**members, **options, backend="eager", out=f"{out}/", checkpoint_every=10, progress=False)
+    clock = [0.0]
+    monkeypatch.setattr(engine.time, "monotonic", lambda: clock[0])
+    chunks = itertools.count()
+
+    def step_clock():
+        i = next(chunks)
+        if i == 0:
+            clock[0] += 100  # due: one checkpoint after block 0's first chunk
+        if i == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(spec, between_chunks=step_clock)
+    monkeypatch.undo()
+    meta = checkpoint_meta(out / "part-00000.tmp")
+    assert (meta["block_start"], meta["step"]) == (0, 4)
+    got = fn.train(**members, **options, backend="eager", out=f"{out}/", resume=f"{out}/", progress=False)
+    assert_same_results(want, got.to_result(), members=True)
+
+
+def test_a_finished_part_is_checked_on_resume(tmp_path):
+    out = f"{tmp_path}/out/"
+    fn.train(**fn.grid(range(3), [0.01, 0.02]), steps=8, backend="eager", out=out)
+    os.unlink(out + "manifest.json")  # killed after the part was renamed, before the manifest
+    with pytest.raises(ValueError, match="other settings|other members"):
+        fn.train(**fn.grid(range(3), [0.3, 0.4]), steps=8, backend="eager", out=out, resume=out)
+    with pytest.raises(ValueError, match="other settings"):
+        fn.train(**fn.grid(range(3), [0.01, 0.02]), steps=20, backend="eager", out=out, resume=out)
+
+
+def test_distributed_without_torchrun_writes_the_manifest(tmp_path):
+    members, options = CASES["arrays"]
+    want = fn.train(**members, **options, backend="eager")
+    with pytest.warns(RuntimeWarning, match="training in this process alone"):
+        got = fn.train(**members, **options, backend="eager", out=f"{tmp_path}/o/", distributed=True)
+    assert_same_results(want, got.to_result(), members=True)
+
+
 def test_refusals(tmp_path):
     members, options = CASES["one"]
     full = tmp_path / "full"
@@ -123,7 +176,7 @@ def test_refusals(tmp_path):
         fn.train(**members, **options, resume=full)
     # A run that stopped before its first checkpoint: said so, not a crash.
     (tmp_path / "c" / "part-00000.tmp").mkdir(parents=True)
-    with pytest.raises(ValueError, match="progress.json is missing|is missing"):
+    with pytest.raises(ValueError, match="checkpoint.npz is missing"):
         fn.train(**members, **options, out=f"{tmp_path}/c/", resume=f"{tmp_path}/c/")
     # Other members than the run that wrote the parts: refused by the checkpoint's digest.
     out = tmp_path / "d"
@@ -155,13 +208,14 @@ print("RESULT", r is not None, type(r).__name__, flush=True)
 
 @pytest.mark.parametrize("world, kw", [
     (2, dict(RUN)),
+    (2, dict(RUN, noise=[0.0, 0.0, 0.0, 0.1, 0.2, 0.0, 0.3])),  # rank 0's members have no noise
     (3, {**{k: v for k, v in RUN.items() if k not in ("seeds", "lrs", "momentum", "weight_decay")},
          "_grid": dict(seeds=[0, 2**64 - 1], lrs=[0.5])}),  # 2 members on 3 ranks: one has none
 ])
 def test_sharded_parts_load_equal_to_one_process(tmp_path, world, kw):
-    members = fn.grid(**kw["_grid"]) if "_grid" in kw else {k: kw[k] for k in ("seeds", "lrs", "momentum",
-                                                                               "weight_decay")}
-    options = {k: v for k, v in kw.items() if k not in ("seeds", "lrs", "momentum", "weight_decay", "_grid")}
+    names = ("seeds", "lrs", "momentum", "weight_decay", "noise")
+    members = fn.grid(**kw["_grid"]) if "_grid" in kw else {k: kw[k] for k in names if k in kw}
+    options = {k: v for k, v in kw.items() if k not in (*names, "_grid")}
     want = fn.train(**members, **options)
     out = tmp_path / "parts"
     results, _ = launch(world, dict(kw, out=f"{out}/"), tmp_path / "unused", worker=WORKER)
