@@ -83,6 +83,11 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                          member_block=member_block, distributed=distributed, lr_schedule=lr_schedule, out=out,
                          **options)
+    return _run(spec, out)
+
+
+def _run(spec: RunSpec, out) -> Optional[TrainResult]:
+    """Run ``spec``: its result, saved to the file ``out``, or read lazily from its parts directory."""
     if out is not None and spec.out is None:
         check_writable("out", out)
     result = run_distributed(spec) if spec.distributed else run(spec)

@@ -157,6 +157,14 @@ def test_distributed_without_torchrun_writes_the_manifest(tmp_path):
     assert_same_results(want, got.to_result(), members=True)
 
 
+def test_out_file_saves_the_in_memory_result(tmp_path):
+    members, options = CASES["arrays"]
+    got = fn.train(**members, **options, backend="eager", out=tmp_path / "r.npz")
+    assert_same_results(got, fn.load(tmp_path / "r.npz"), members=True)
+    with pytest.raises(ValueError, match="out: directory .* does not exist"):
+        fn.train(**members, **options, backend="eager", out=tmp_path / "no" / "r.npz")
+
+
 def test_refusals(tmp_path):
     members, options = CASES["one"]
     full = tmp_path / "full"
