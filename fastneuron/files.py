@@ -163,6 +163,17 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def read_npy_header(f) -> tuple:
+    """(shape, fortran_order, dtype) from an ``.npy`` stream at its start, leaving it at
+    the data; ValueError for a format other than 1.0 and 2.0."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise ValueError(f".npy format version {version}")
+
+
 class Npz:
     """An ``.npz`` archive checked before any data is read: a zip of uncompressed
     ``NAME.npy`` members, each exactly as long as its ``.npy`` header says, together no
@@ -197,13 +208,10 @@ class Npz:
     def _open(self, name: str):
         info = self.infos[name]
         f = self.zip.open(info)
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"array {name!r} has .npy format version {version}")
+        try:
+            shape, fortran, dtype = read_npy_header(f)
+        except ValueError as exc:
+            raise ValueError(f"array {name!r} has {exc}") from None
         if dtype.hasobject:
             raise ValueError(f"array {name!r} holds Python objects")
         need = int(np.prod(shape, dtype=object)) * dtype.itemsize

@@ -26,7 +26,7 @@ import shutil
 
 import numpy as np
 
-from .files import atomic_write
+from .files import atomic_write, read_npy_header
 
 FORMAT = "fastneuron-parts"
 FORMAT_VERSION = 1
@@ -47,9 +47,7 @@ def is_directory_path(path) -> bool:
 def _read_header(path: str) -> tuple:
     """(shape, dtype, data offset) of an ``.npy`` file, from its header alone."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(f)
+        shape, fortran, dtype = read_npy_header(f)
         if fortran or dtype.hasobject:
             raise ValueError(f"{path}: not a plain C-ordered array")
         return shape, dtype, f.tell()

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from . import result as _result
+from .files import read_npy_header
 from .part_writer import FORMAT, FORMAT_VERSION, MANIFEST
 from .result import TrainResult
 from .summary import (Summary, check_by, group_row, member_columns, median_step, risk_quantiles,
@@ -84,13 +85,7 @@ def _npy_header(path: str, dtype, shape: tuple) -> None:
     the header."""
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                got_shape, fortran, got_dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f".npy format version {version}")
+            got_shape, fortran, got_dtype = read_npy_header(f)
             offset = f.tell()
             size = os.fstat(f.fileno()).st_size
     except FileNotFoundError:
