@@ -105,8 +105,10 @@ def _per_member(value, m: int) -> list:
     return [float(np.float32(v)) for v in values]
 
 
-def torch_optim_run(optimizer: str, seeds, lrs, steps: int, batch: int, member: dict, run: dict):
-    """The oracle (see the module docstring): final (w, b) and diverged_at of each member."""
+def torch_optim_run(optimizer: str, seeds, lrs, steps: int, batch: int, member: dict, run: dict,
+                    scheduler=None):
+    """The oracle (see the module docstring): final (w, b) and diverged_at of each member.
+    ``scheduler(opt)``, when given, makes an lr scheduler stepped after every step."""
     m = len(seeds)
     w0, b0, xs = spec_streams(seeds, steps, batch)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
@@ -127,6 +129,7 @@ def torch_optim_run(optimizer: str, seeds, lrs, steps: int, batch: int, member: 
     if optimizer == "sgd" and run.get("nesterov"):
         extra["momentum"] = 0.9  # SGD checks nesterov against its default; every group sets its own
     opt = cls(groups, **run, **extra)
+    sched = None if scheduler is None else scheduler(opt)
     w, b = weight.view(m), bias.view(m)
     diverged = torch.full((m,), -1, dtype=torch.int64)
     with torch.no_grad():
@@ -135,6 +138,8 @@ def torch_optim_run(optimizer: str, seeds, lrs, steps: int, batch: int, member: 
             gw_all.view(m).copy_(gw)
             gb_all.view(m).copy_(gb)
             opt.step()
+            if sched is not None:
+                sched.step()
             newly = (diverged < 0) & ~(torch.isfinite(w) & torch.isfinite(b))
             diverged[newly] = t
     return w.clone(), b.clone(), diverged

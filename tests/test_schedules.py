@@ -35,7 +35,7 @@ from torch.optim import lr_scheduler as L
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from test_adam import _per_member, spec_gradient, spec_streams  # noqa: E402  (the SPEC's streams, as test_adam's oracle reads them)
+from test_adam import torch_optim_run as adam_oracle  # noqa: E402  (its torch.optim driver, on the SPEC's streams)
 
 from compare import assert_bits_equal  # noqa: E402
 from conftest import requires_triton  # noqa: E402
@@ -433,39 +433,18 @@ def _members(case: str, m: int = len(SEEDS)):
 
 
 def torch_optim_run(case: str, m: int, steps: int):
-    """The oracle (module docstring): final (w, b) and diverged_at of each member."""
+    """The oracle (module docstring): final (w, b) and diverged_at of each member, from
+    test_adam's torch.optim.SGD driver with the case's scheduler."""
     schedule, batch, _, run, torch_sched = CASES[case]
     seeds, lrs, member = _members(case, m)
-    w0, b0, xs = spec_streams(seeds, steps, batch)
-    weight, bias = w0.clone().reshape(m, 1, 1), b0.clone().reshape(m, 1)
-    gw_all, gb_all = torch.zeros(m, 1, 1), torch.zeros(m, 1)
-    mom, wd = _per_member(member.get("momentum", 0.0), m), _per_member(member.get("weight_decay", 0.0), m)
-    groups = []
-    for i in range(m):
-        lin = torch.nn.Linear(1, 1)
-        lin.weight = torch.nn.Parameter(weight[i])  # shares weight's memory: the optimizer writes there
-        lin.bias = torch.nn.Parameter(bias[i])
-        lin.weight.grad, lin.bias.grad = gw_all[i], gb_all[i]
-        groups.append({"params": [lin.weight, lin.bias], "lr": _per_member(lrs, m)[i], "momentum": mom[i],
-                       "weight_decay": wd[i]})
-    opt = torch.optim.SGD(groups, lr=0.01, momentum=0.9 if run.get("nesterov") else 0.0, foreach=False, **run)
-    if torch_sched is None:
+
+    def scheduler(opt):
+        if torch_sched is not None:
+            return getattr(L, torch_sched[0])(opt, *torch_sched[1:])
         table = S.make_schedule(schedule).factors(steps).tolist()
-        sched = L.LambdaLR(opt, lambda t: table[min(t, steps - 1)])  # t = steps: after the last step
-    else:
-        sched = getattr(L, torch_sched[0])(opt, *torch_sched[1:])
-    w, b = weight.view(m), bias.view(m)
-    diverged = torch.full((m,), -1, dtype=torch.int64)
-    with torch.no_grad():
-        for t in range(steps):
-            gw, gb = spec_gradient(w, b, xs, t, batch)
-            gw_all.view(m).copy_(gw)
-            gb_all.view(m).copy_(gb)
-            opt.step()
-            sched.step()
-            newly = (diverged < 0) & ~(torch.isfinite(w) & torch.isfinite(b))
-            diverged[newly] = t
-    return w.clone(), b.clone(), diverged
+        return L.LambdaLR(opt, lambda t: table[min(t, steps - 1)])  # t = steps: after the last step
+
+    return adam_oracle("sgd", seeds, lrs, steps, batch, member, run, scheduler=scheduler)
 
 
 RUNS = [(case, len(SEEDS), STEPS) for case in CASES] + [(case, TRITON_M, TRITON_STEPS) for case in TRITON_CASES]
