@@ -299,13 +299,13 @@ class _PartStore:
         final = os.path.join(spec.out, part_name(spec.part))
         self.done = spec.resume is not None and os.path.isdir(final) and not os.path.isdir(final + ".tmp")
         self.writer = None
-        if self.done:  # finished before the run stopped: its checkpoint is checked in resume()
-            self.path = os.path.join(final, CHECKPOINT)
-            return
-        self.path = os.path.join(final + ".tmp", CHECKPOINT)
+        # A finished part's checkpoint is checked in resume() too.
+        self.path = os.path.join(final if self.done else final + ".tmp", CHECKPOINT)
         if spec.resume is not None and not os.path.exists(self.path):
             raise ValueError(f"resume: {self.path} is missing (the part stopped before its first checkpoint: "
                              f"start the run again)")
+        if self.done:
+            return
         self.writer = PartWriter(spec.out, spec.part, self.results, resume=spec.resume is not None)
         if spec.resume is None:
             for k, x in self.inputs.items():
@@ -319,9 +319,6 @@ class _PartStore:
 
     def resume(self) -> dict:
         spec, path = self.spec, self.path
-        if not os.path.exists(path):
-            raise ValueError(f"resume: {path} is missing (the part stopped before its first checkpoint: "
-                             f"start the run again)")
         try:
             with Npz(path) as z:
                 meta = read_header(z, "meta")
