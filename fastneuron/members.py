@@ -156,6 +156,16 @@ class GridColumn:
             x = torch.cat([x, x[:1].expand(pad)])
         return x
 
+    def consecutive_seeds(self, start: int, stop: int) -> Optional[int]:
+        """The first of seeds ``[start, stop)`` when they are consecutive and share their
+        high 32-bit word (``range(M)`` below 2**32, say), else None: such a block needs
+        no array of seeds (:meth:`fastneuron.spec.RunSpec.block`)."""
+        if self.values is not None or self.rng.step != 1 or self.inner != 1 or stop + self.offset > self.n \
+                or stop <= start:
+            return None
+        first = self.rng.start + self.offset + start
+        return first if first >> 32 == (first + stop - start - 1) >> 32 else None
+
     # -- the description -------------------------------------------------------------
     def to_json(self) -> dict:
         """The column as JSON (results and parts manifests record it): ``dtype``,

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
+from .rng import consecutive_words
+
 
 @dataclass(frozen=True)
 class StepConfig:
@@ -42,13 +44,31 @@ class Constants(NamedTuple):
 
 
 class Members(NamedTuple):
-    """Per-member constants of a block of members on its device, shape (M,)."""
+    """Per-member constants of a block of members on its device, shape (M,).
+
+    A value every member shares may be one value expanded (stride 0): neg_lr (one lr)
+    and s_hi (seeds below 2**32, say). With ``s_lo_step`` 1, s_lo is one value
+    expanded too, the first member's low word, and member i's is ``s_lo[0] + i`` (a
+    range of seeds: the engine makes sure no low word wraps). :func:`dense_members`
+    makes every tensor hold each member's own value."""
 
     s_lo: torch.Tensor  # int32 bit pattern of seed & 0xFFFFFFFF (rng.split_seeds)
     s_hi: torch.Tensor  # int32 bit pattern of seed >> 32
     neg_lr: torch.Tensor  # float32, -lr (negation is exact)
     options: tuple  # the optimizer's MemberOptions (fields None when off)
     problem_options: Optional[tuple] = None  # the problem's MemberOptions (None: none used)
+    s_lo_step: int = 0  # 0: s_lo holds each member's word; 1: s_lo[0] + i (see above)
+
+
+def dense_members(members: Members) -> Members:
+    """``members`` with each member's own values in contiguous tensors (``members``
+    itself when they are already)."""
+    s_lo, s_hi, neg_lr = members.s_lo, members.s_hi, members.neg_lr
+    if not members.s_lo_step and s_hi.is_contiguous() and neg_lr.is_contiguous():
+        return members
+    if members.s_lo_step:
+        s_lo = consecutive_words(int(s_lo[0]) & 0xFFFFFFFF, s_lo.numel(), s_lo.device)
+    return members._replace(s_lo=s_lo, s_hi=s_hi.contiguous(), neg_lr=neg_lr.contiguous(), s_lo_step=0)
 
 
 class State(NamedTuple):

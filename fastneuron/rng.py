@@ -81,6 +81,21 @@ def split_seeds(seeds: torch.Tensor):
     return seeds.to(torch.int32), (seeds >> 32).to(torch.int32)
 
 
+def consecutive_words(first: int, n: int, device=None) -> torch.Tensor:
+    """Words ``first, first + 1, ..., first + n - 1`` (all below 2**32) as int32 bit
+    patterns: one int32 arange on each side of 2**31, no int64 temporary."""
+    if first < 0 or first + n > 2**32:
+        raise ValueError(f"words {first} .. {first + n - 1} are not all in [0, 2**32)")
+    out = torch.empty(n, dtype=torch.int32, device=device)
+    cut = min(n, max(0, 2**31 - first))  # the words below 2**31, then those above
+    if cut:
+        torch.arange(first, first + cut, dtype=torch.int32, device=device, out=out[:cut])
+    if cut < n:
+        a = max(first, 2**31) - 2**32  # the int32 bit pattern of the first word above 2**31
+        torch.arange(a, a + n - cut, dtype=torch.int32, device=device, out=out[cut:])
+    return out
+
+
 def seed_word(s: torch.Tensor) -> torch.Tensor:
     """A seed word (int32 bit pattern, or int64 in [0, 2**32)) as int64 in [0, 2**32)."""
     return s.to(torch.int64) & MASK32

@@ -212,18 +212,30 @@ class RunSpec:
         """Per-member constants of members [start, stop) on ``device`` (``pad`` extra
         copies of the first). Options no member uses are None.
 
-        The seed words and -lr are new tensors anyway; the options are copied, since a
+        A value every member shares is one value expanded (stride 0), not M copies: one
+        lr, and for consecutive seeds that share their high word (a ``range``) both seed
+        words, the low one with ``s_lo_step`` 1 (:class:`~fastneuron.reference.Members`).
+        Nothing of size M is made for them here: the Triton kernels read them so, the
+        engine makes them dense for the other backends. The options are copied, since a
         view here would make torch.compile guard on its base."""
-        s_lo, s_hi = split_seeds(take(self.seeds, start, stop, device, pad, copy=False))
+        first = self.seeds.consecutive_seeds(start, stop) if is_column(self.seeds) and not pad else None
+        if first is None:
+            s_lo, s_hi, s_lo_step = *split_seeds(take(self.seeds, start, stop, device, pad, copy=False)), 0
+        else:  # int32 bit patterns of the first seed's words
+            s_lo, s_hi = (torch.tensor([w - 2**32 if w >= 2**31 else w], dtype=torch.int32, device=device)
+                          .expand(stop - start) for w in (first & 0xFFFFFFFF, first >> 32))
+            s_lo_step = 1
+        lr = take(self.lrs, start, stop, device, pad, copy=False)
         # A flag named like an option and False says that no member uses it (optim.py).
         def options(values: dict, flags) -> dict:
             return {name: take(x, start, stop, device, pad) if getattr(flags, name, True) else None
                     for name, x in values.items()}
 
-        return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=-take(self.lrs, start, stop, device, pad, copy=False),
+        return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=(-lr[:1]).expand(len(lr)) if lr.stride(0) == 0 else -lr,
                        options=self.optimizer.MemberOptions(**options(self.member_options, self.flags)),
                        problem_options=self.problem.MemberOptions(**options(self.problem_options,
-                                                                            self.problem_flags)))
+                                                                            self.problem_flags)),
+                       s_lo_step=s_lo_step)
 
     def shard(self, start: int, stop: int, device: torch.device, suffix: str, progress: Optional[bool],
               part: int = 0) -> "RunSpec":

@@ -16,6 +16,8 @@ from conftest import DEVICES, requires_triton
 
 import fastneuron as fn
 from fastneuron.members import GridColumn, column_from_json, describe
+from fastneuron.reference import dense_members
+from fastneuron.rng import split_seeds
 from fastneuron.spec import RunSpec
 
 U64_MAX = 2**64 - 1
@@ -127,6 +129,57 @@ def test_seeds_up_to_2_63_and_long_strides():
     assert col.take(1, 4, "cpu").tolist() == [0, 1, 1]
     with pytest.raises(ValueError, match="more than 2\\*\\*63 - 1"):
         fn.grid(range(2**64), [0.1])
+
+
+#: Ranges of seeds whose blocks need no array of seeds (GridColumn.consecutive_seeds):
+#: low words crossing 2**31 (two aranges when made dense), a high word of 2**32 - 1
+#: (int32 -1), a high word that changes within the range (arrays), and 2**64 - 1.
+SEED_RANGES = [range(13), range(2**31 - 5, 2**31 + 6), range(2**32 - 3, 2**32 + 4), range(2**64 - 7, 2**64),
+               range(5 * 2**32 + 2**31 - 2, 5 * 2**32 + 2**31 + 9)]
+
+
+@pytest.mark.parametrize("seeds", SEED_RANGES, ids=str)
+def test_a_block_of_a_seed_range_is_the_split_seeds(seeds):
+    spec = RunSpec.build(seeds=seeds, lrs=0.5, steps=1, backend="eager", device="cpu")
+    n = len(seeds)
+    for a, b in ((0, n), (0, 1), (3, n), (n - 1, n), (2, n - 1)):
+        block = spec.block(a, b, torch.device("cpu"))
+        dense = dense_members(block)
+        want_lo, want_hi = split_seeds(spec.seeds.take(a, b, "cpu"))
+        assert torch.equal(dense.s_lo, want_lo), f"low words of members {a}..{b} differ"
+        assert torch.equal(dense.s_hi, want_hi), f"high words of members {a}..{b} differ"
+        assert torch.equal(dense.neg_lr, torch.full((b - a,), -0.5)) and dense.neg_lr.is_contiguous()
+        assert dense.s_lo_step == 0 and dense.s_lo.is_contiguous() and dense.s_hi.is_contiguous()
+        consecutive = (seeds.start + a) >> 32 == (seeds.start + b - 1) >> 32
+        assert block.s_lo_step == consecutive, "a block of consecutive seeds sharing a high word is described"
+        if b - a > 1:
+            assert block.neg_lr.stride(0) == 0, "one lr is one value"
+            assert (block.s_lo.stride(0) == 0) == consecutive and (block.s_hi.stride(0) == 0) == consecutive
+
+
+@pytest.mark.parametrize("backend", ["eager", "compile"])
+@pytest.mark.parametrize("seeds", SEED_RANGES, ids=str)
+def test_range_seeds_and_a_shared_lr_train_as_arrays(seeds, backend):
+    # Blocks of 5 (starts inside the range), a shared lr (-lr expanded, stride 0) and
+    # per-member lrs: bit for bit the run of the same seeds given as an array.
+    lrs = np.linspace(0.01, 0.6, len(seeds), dtype=np.float32)
+    for lr in (0.02, lrs):
+        want = fn.train(seeds=np.array(list(seeds), dtype=np.uint64), lrs=lr, steps=14, backend="eager")
+        got = fn.train(seeds=seeds, lrs=lr, steps=14, backend=backend, member_block=5)
+        assert_same_results(want, got, members=True)
+    one = fn.train(seeds=seeds[-1:], lrs=0.02, steps=14, backend=backend)  # M = 1 (compile pads it)
+    assert_same_results(fn.train(seeds=[seeds[-1]], lrs=0.02, steps=14, backend="eager"), one, members=True)
+
+
+@pytest.mark.interpreter
+@requires_triton
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_range_seeds_and_a_shared_lr_train_as_arrays_triton(optimizer):
+    seeds = range(2**31 - 5, 2**31 + 6)
+    want = fn.train(seeds=np.array(list(seeds), dtype=np.uint64), lrs=0.02, steps=9, optimizer=optimizer,
+                    backend="eager")
+    got = fn.train(seeds=seeds, lrs=0.02, steps=9, optimizer=optimizer, backend="triton", device=DEVICES[-1])
+    assert_same_results(want, got, members=True)
 
 
 def test_describe():

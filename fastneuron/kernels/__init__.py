@@ -51,6 +51,13 @@ class Stepper(Protocol):
     (None or a :class:`~fastneuron.reference.History`) gets the rows of the logged
     steps among them. Members that diverge report the step in ``diverged_at``; their
     w and b may hold any value from then on (the engine reports NaN).
+
+    ``dense_members`` (optional, True when absent): whether the stepper needs each
+    member's values in contiguous tensors. False: it takes
+    :class:`~fastneuron.reference.Members` as the engine builds them, shared values
+    expanded (stride 0) and a seed range's low words as ``s_lo_step`` (the Triton
+    kernels, which read them so); True: the engine hands it
+    :func:`~fastneuron.reference.dense_members` of each block.
     """
 
     chunk_steps: int

@@ -214,7 +214,7 @@ def adam_kernel(
     s_lo_ptr, s_hi_ptr, neg_lr_ptr, eps_ptr, wd_ptr, alpha_ptr, noise_ptr, prob_ptr, tab_ptr,
     w_ptr, b_ptr, s0w_ptr, s0b_ptr, s1w_ptr, s1b_ptr, s2w_ptr, s2b_ptr, div_ptr,
     hist_w_ptr, hist_b_ptr,
-    n_members, t0, nsteps, log_every,
+    n_members, t0, nsteps, log_every, s_lo_stride, s_lo_step, s_hi_stride, lr_stride,
     BLOCK: tl.constexpr, BATCH: tl.constexpr, GROUP: tl.constexpr, UNROLL: tl.constexpr,
     OPTIMIZER: tl.constexpr, WEIGHT_DECAY: tl.constexpr, AMSGRAD: tl.constexpr, LERP_SMALL: tl.constexpr,
     CENTERED: tl.constexpr, MOMENTUM: tl.constexpr, HISTORY: tl.constexpr, NOISE: tl.constexpr,
@@ -224,8 +224,10 @@ def adam_kernel(
 
     Pointers (M = ``n_members``; L = number of logged steps of the whole run):
 
-    - ``s_lo_ptr``, ``s_hi_ptr``: int32 (M,), the seed's low / high 32-bit words (bit patterns).
-    - ``neg_lr_ptr``: float32 (M,), -lr.
+    - ``s_lo_ptr``, ``s_hi_ptr``: int32 (M,), the seed's low / high 32-bit words (bit patterns):
+      member i's are ``s_lo_ptr[i*s_lo_stride] + i*s_lo_step`` (mod 2**32) and
+      ``s_hi_ptr[i*s_hi_stride]``.
+    - ``neg_lr_ptr``: float32 (M,), -lr; member i's at ``neg_lr_ptr + i*lr_stride``.
     - ``eps_ptr``: float32 (M,), eps.
     - ``wd_ptr``: float32 (M,), weight decay; read only when WEIGHT_DECAY.
     - ``alpha_ptr``: float32 (M,), RMSprop's alpha; read only when OPTIMIZER == RMSPROP.
@@ -247,7 +249,9 @@ def adam_kernel(
       r*log_every; used only when HISTORY.
 
     Scalars: ``t0`` (with ``t0*B % 4 == 0``), ``nsteps``, ``log_every`` (any value >= 1
-    when not HISTORY).
+    when not HISTORY); the strides ``s_lo_stride``, ``s_hi_stride``, ``lr_stride``: 1, or 0
+    when every member shares the value (the tensor holds one, expanded); ``s_lo_step``:
+    0, or 1 for a range of seeds (with ``s_lo_stride`` 0: the first member's word, plus i).
 
     One program instance takes members ``pid*BLOCK .. pid*BLOCK + BLOCK - 1`` and runs all
     ``nsteps`` steps with their parameters and state in registers, in groups of GROUP steps
@@ -258,9 +262,10 @@ def adam_kernel(
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_members
 
-    s_lo = tl.load(s_lo_ptr + offs, mask=mask, other=0).to(tl.uint32)
-    s_hi = tl.load(s_hi_ptr + offs, mask=mask, other=0).to(tl.uint32)
-    neg_lr = tl.load(neg_lr_ptr + offs, mask=mask, other=0.0)
+    s_lo = tl.load(s_lo_ptr + offs * s_lo_stride, mask=mask, other=0).to(tl.uint32) + \
+        (offs * s_lo_step).to(tl.uint32)
+    s_hi = tl.load(s_hi_ptr + offs * s_hi_stride, mask=mask, other=0).to(tl.uint32)
+    neg_lr = tl.load(neg_lr_ptr + offs * lr_stride, mask=mask, other=0.0)
     eps = tl.load(eps_ptr + offs, mask=mask, other=1.0)
     zero = tl.zeros([BLOCK], dtype=tl.float32)
     wd = zero
@@ -416,6 +421,7 @@ def _launch(members, prob: torch.Tensor, tables, flags: dict, batch: int, state,
             members.problem_options.noise if problem_flags.noise else members.neg_lr, prob, tab,
             w, b, *s, diverged_at, hw, hb,
             m, t0, nsteps, history.log_every if history is not None else 1,
+            members.s_lo.stride(0), members.s_lo_step, members.s_hi.stride(0), members.neg_lr.stride(0),
             BLOCK=bs, BATCH=batch, GROUP=group, UNROLL=group * batch <= MAX_UNROLLED_SAMPLES,
             HISTORY=history is not None, NOISE=problem_flags.noise, NORMAL=problem_flags.normal, **flags,
             num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION, maxnreg=MAX_REGISTERS,

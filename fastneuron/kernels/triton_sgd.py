@@ -157,7 +157,7 @@ def sgd_kernel(
     s_lo_ptr, s_hi_ptr, neg_lr_ptr, mu_ptr, wd_ptr, noise_ptr, prob_ptr, fac_ptr,
     w_ptr, b_ptr, vw_ptr, vb_ptr, div_ptr,
     hist_w_ptr, hist_b_ptr,
-    n_members, t0, nsteps, log_every,
+    n_members, t0, nsteps, log_every, s_lo_stride, s_lo_step, s_hi_stride, lr_stride,
     BLOCK: tl.constexpr, BATCH: tl.constexpr, GROUP: tl.constexpr, UNROLL: tl.constexpr,
     INIT: tl.constexpr, WEIGHT_DECAY: tl.constexpr, MOMENTUM: tl.constexpr,
     NESTEROV: tl.constexpr, HISTORY: tl.constexpr, NOISE: tl.constexpr, NORMAL: tl.constexpr,
@@ -167,8 +167,10 @@ def sgd_kernel(
 
     Pointers (M = ``n_members``; L = number of logged steps of the whole run):
 
-    - ``s_lo_ptr``, ``s_hi_ptr``: int32 (M,), the seed's low / high 32-bit words (bit patterns).
-    - ``neg_lr_ptr``: float32 (M,), -lr.
+    - ``s_lo_ptr``, ``s_hi_ptr``: int32 (M,), the seed's low / high 32-bit words (bit patterns):
+      member i's are ``s_lo_ptr[i*s_lo_stride] + i*s_lo_step`` (mod 2**32) and
+      ``s_hi_ptr[i*s_hi_stride]``.
+    - ``neg_lr_ptr``: float32 (M,), -lr; member i's at ``neg_lr_ptr + i*lr_stride``.
     - ``mu_ptr``, ``wd_ptr``: float32 (M,), momentum / weight decay; read only when
       MOMENTUM / WEIGHT_DECAY (otherwise any placeholder).
     - ``noise_ptr``: float32 (M,), the label noise sigma; read only when NOISE (SPEC §2b).
@@ -185,7 +187,9 @@ def sgd_kernel(
       r*log_every; used only when HISTORY.
 
     Scalars: ``t0`` (with ``t0*B % 4 == 0``), ``nsteps``, ``log_every`` (any value >= 1
-    when not HISTORY).
+    when not HISTORY); the strides ``s_lo_stride``, ``s_hi_stride``, ``lr_stride``: 1, or 0
+    when every member shares the value (the tensor holds one, expanded); ``s_lo_step``:
+    0, or 1 for a range of seeds (with ``s_lo_stride`` 0: the first member's word, plus i).
 
     One program instance takes members ``pid*BLOCK .. pid*BLOCK + BLOCK - 1`` and runs
     all ``nsteps`` steps with their state in registers. Steps go in groups of GROUP
@@ -199,9 +203,10 @@ def sgd_kernel(
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_members
 
-    s_lo = tl.load(s_lo_ptr + offs, mask=mask, other=0).to(tl.uint32)
-    s_hi = tl.load(s_hi_ptr + offs, mask=mask, other=0).to(tl.uint32)
-    neg_lr = tl.load(neg_lr_ptr + offs, mask=mask, other=0.0)
+    s_lo = tl.load(s_lo_ptr + offs * s_lo_stride, mask=mask, other=0).to(tl.uint32) + \
+        (offs * s_lo_step).to(tl.uint32)
+    s_hi = tl.load(s_hi_ptr + offs * s_hi_stride, mask=mask, other=0).to(tl.uint32)
+    neg_lr = tl.load(neg_lr_ptr + offs * lr_stride, mask=mask, other=0.0)
     zero = tl.zeros([BLOCK], dtype=tl.float32)
     mu = zero
     wd = zero
@@ -330,6 +335,7 @@ def _launch(members: Members, constants: torch.Tensor, flags: SGDFlags, batch: i
             constants, constants if factors is None else factors,
             w, b, w if vw is None else vw, w if vb is None else vb, diverged_at, hw, hb,
             m, t0, nsteps, history.log_every if history is not None else 1,
+            members.s_lo.stride(0), members.s_lo_step, members.s_hi.stride(0), members.neg_lr.stride(0),
             BLOCK=bs, BATCH=batch, GROUP=group, UNROLL=group * batch <= MAX_UNROLLED_SAMPLES,
             INIT=init, WEIGHT_DECAY=flags.weight_decay, MOMENTUM=flags.momentum,
             NESTEROV=flags.nesterov, HISTORY=history is not None, NOISE=problem_flags.noise,
@@ -344,6 +350,8 @@ class TritonStepper:
     logged rows written by the kernel itself."""
 
     chunk_steps = CHUNK_STEPS
+    #: The kernels read a shared lr and a seed range's words as one value (stride 0).
+    dense_members = False
 
     def __init__(self, block_size: Optional[int] = None) -> None:
         self.block_size = block_size
