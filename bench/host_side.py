@@ -6,6 +6,10 @@ Registers a backend whose stepper does no arithmetic (its init returns zeros, it
 return the state unchanged), then times ``train(range(M), 0.01, 3000, backend=...)`` on
 the CPU: validation, the spec, member blocks, state and result assembly; everything a
 run costs besides the kernel. Prints each run and the median.
+
+The stub takes members as the Triton kernels do (a shared lr and a seed range's words
+one value each); ``--dense-members`` makes the engine expand them for it, as for the
+eager and compile backends.
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--members", type=int, default=2**24)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--dense-members", action="store_true",
+                    help="the stub asks for dense members, as the eager and compile backends do")
     args = ap.parse_args(argv)
+    StubStepper.dense_members = args.dense_members
     module = types.ModuleType("fastneuron_host_side_stub")
     module.StubStepper = StubStepper
     sys.modules[module.__name__] = module
