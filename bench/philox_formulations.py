@@ -130,7 +130,8 @@ def check(f) -> bool:
     for key in ((0, 0), (1, 0), (2, 0), (MASK32, MASK32)):
         ok &= _same(philox4x32(*c, key=key), f(*c, key=key))
         for q in (0, 5, 2**32 - 1, 2**40 + 7, torch.tensor(2**33 + 12345)):
-            ok &= _same(philox4x32(q & MASK32, q >> 32, c[2], c[3], key=key), f(q & MASK32, q >> 32, c[2], c[3], key=key))
+            words = (q & MASK32, q >> 32, c[2], c[3])
+            ok &= _same(philox4x32(*words, key=key), f(*words, key=key))
     s_lo, s_hi = c[2].to(torch.int32), c[3].to(torch.int32)
     for key in ((0, 0), (1, 0), (2, 0)):
         def block(q, s_lo, s_hi, f=f, key=key):
