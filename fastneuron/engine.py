@@ -227,7 +227,7 @@ class _HostStore:
                 continue
             if host[k] is None:
                 host[k] = torch.empty(m, dtype=x.dtype)
-            # Straight from the device into the host array: no pageable temporary of the block.
+            # Straight from the device into the host array: no temporary of the block's state.
             host[k][first:stop].copy_(x[:n])
         if history is not None and history.weight is not host["history_weight"]:
             host["history_weight"][:, first:stop].copy_(history.weight[:, :n])

@@ -90,10 +90,18 @@ class History(NamedTuple):
     log_every: int
 
 
+def seed_words(members: Members) -> tuple:
+    """(s_lo, s_hi), each member's seed words; ValueError for a seed range's block as
+    the engine builds it (``s_lo_step`` 1), which only :func:`dense_members` turns into them."""
+    if members.s_lo_step:
+        raise ValueError("members.s_lo_step is 1 (a range of seeds, described): pass dense_members(members)")
+    return members.s_lo, members.s_hi
+
+
 def draw(members: Members, q, consts: Constants, config: StepConfig):
     """Samples 4q .. 4q+3 of each member's data stream: the problem's four (x, target) pairs."""
     flags = config.problem.Flags() if config.problem_flags is None else config.problem_flags
-    return config.problem.draw(members.s_lo, members.s_hi, q, consts.problem, flags, members.problem_options)
+    return config.problem.draw(*seed_words(members), q, consts.problem, flags, members.problem_options)
 
 
 def accumulate(w, b, samples, gw=None, gb=None):

@@ -225,13 +225,17 @@ class RunSpec:
             s_lo, s_hi = (torch.tensor([w - 2**32 if w >= 2**31 else w], dtype=torch.int32, device=device)
                           .expand(stop - start) for w in (first & 0xFFFFFFFF, first >> 32))
             s_lo_step = 1
-        lr = take(self.lrs, start, stop, device, pad, copy=False)
+        lrs = self.lrs
+        if not pad and not is_column(lrs) and lrs.stride(0) == 0:  # one lr: one value on the device too
+            neg_lr = (-lrs[:1].to(device)).expand(stop - start)
+        else:  # (.to(device) of an expanded tensor would copy M values)
+            neg_lr = -take(lrs, start, stop, device, pad, copy=False)
         # A flag named like an option and False says that no member uses it (optim.py).
         def options(values: dict, flags) -> dict:
             return {name: take(x, start, stop, device, pad) if getattr(flags, name, True) else None
                     for name, x in values.items()}
 
-        return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=(-lr[:1]).expand(len(lr)) if lr.stride(0) == 0 else -lr,
+        return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=neg_lr,
                        options=self.optimizer.MemberOptions(**options(self.member_options, self.flags)),
                        problem_options=self.problem.MemberOptions(**options(self.problem_options,
                                                                             self.problem_flags)),

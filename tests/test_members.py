@@ -155,6 +155,25 @@ def test_a_block_of_a_seed_range_is_the_split_seeds(seeds):
         if b - a > 1:
             assert block.neg_lr.stride(0) == 0, "one lr is one value"
             assert (block.s_lo.stride(0) == 0) == consecutive and (block.s_hi.stride(0) == 0) == consecutive
+            # On another device too (.to() of an expanded tensor would copy M values).
+            assert spec.block(a, b, torch.device("meta")).neg_lr.stride(0) == 0
+
+
+def test_a_seed_range_block_must_be_made_dense_for_the_reference():
+    # spec.block's Members of a seed range name the first word only: eager and compile
+    # need dense_members (the engine does it), and refuse them otherwise.
+    from fastneuron.engine import fresh_state
+    from fastneuron.kernels import make_stepper
+
+    spec = RunSpec.build(seeds=range(5), lrs=0.05, steps=4, backend="eager", device="cpu")
+    block, cpu = spec.block(0, 5, torch.device("cpu")), torch.device("cpu")
+    for backend in ("eager", "compile"):
+        stepper = make_stepper(backend)
+        with pytest.raises(ValueError, match="s_lo_step is 1"):
+            stepper.init(block, spec.config)
+        state = fresh_state(stepper, dense_members(block), spec.config, spec.state_names())
+        with pytest.raises(ValueError, match="s_lo_step is 1"):
+            stepper(state, 0, block, spec.constants(cpu), nsteps=4, config=spec.config, history=None)
 
 
 @pytest.mark.parametrize("backend", ["eager", "compile"])
@@ -171,14 +190,31 @@ def test_range_seeds_and_a_shared_lr_train_as_arrays(seeds, backend):
     assert_same_results(fn.train(seeds=[seeds[-1]], lrs=0.02, steps=14, backend="eager"), one, members=True)
 
 
+#: Triton runs of seed ranges (the kernels read the first word, s_lo_step 1): blocks with
+#: their own first words, blocks straddling 2**32 (arrays and described mixed), per-member
+#: lrs, history, one-member blocks, two programs a launch.
+TRITON_RANGE_CASES = {
+    "sgd": (range(2**31 - 5, 2**31 + 6), 0.02, dict(steps=9)),
+    "adam": (range(2**31 - 5, 2**31 + 6), 0.02, dict(steps=9, optimizer="adam")),
+    "blocks": (range(2**32 - 6, 2**32 + 7), "per member", dict(steps=10, member_block=4, log_every=3, momentum=0.9)),
+    "one-member blocks": (range(2**64 - 3, 2**64), 0.3, dict(steps=6, member_block=1, optimizer="rmsprop")),
+    "two programs": (range(7, 7 + 37), 0.01, dict(steps=5, block_size=32)),
+}
+
+
 @pytest.mark.interpreter
 @requires_triton
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_range_seeds_and_a_shared_lr_train_as_arrays_triton(optimizer):
-    seeds = range(2**31 - 5, 2**31 + 6)
-    want = fn.train(seeds=np.array(list(seeds), dtype=np.uint64), lrs=0.02, steps=9, optimizer=optimizer,
-                    backend="eager")
-    got = fn.train(seeds=seeds, lrs=0.02, steps=9, optimizer=optimizer, backend="triton", device=DEVICES[-1])
+@pytest.mark.parametrize("case", sorted(TRITON_RANGE_CASES))
+def test_range_seeds_train_as_arrays_triton(case, monkeypatch):
+    seeds, lr, options = TRITON_RANGE_CASES[case]
+    options = dict(options)
+    block_size = options.pop("block_size", None)
+    if block_size:  # smaller programs than the interpreter's default, so that M spans two
+        from fastneuron.kernels import triton_sgd
+        monkeypatch.setattr(triton_sgd, "INTERPRET_BLOCK_SIZE", block_size)
+    lrs = np.linspace(0.01, 0.2, len(seeds), dtype=np.float32) if lr == "per member" else lr
+    want = fn.train(seeds=np.array(list(seeds), dtype=np.uint64), lrs=lrs, backend="eager", **options)
+    got = fn.train(seeds=seeds, lrs=lrs, backend="triton", device=DEVICES[-1], **options)
     assert_same_results(want, got, members=True)
 
 

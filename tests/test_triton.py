@@ -271,6 +271,12 @@ def test_launcher_rejects_bad_inputs():
            StepConfig(batch_size=1, optimizer=object, flags=SGDFlags(), problem=LinearTarget), 4)
     raises("multiple of 4", members, consts, config, 4, t0=torch.tensor(2))
     raises("state.diverged_at", members, consts, config, 4, state=state._replace(diverged_at=torch.zeros(2)))
+    # A seed range's low word is one value expanded with s_lo_step 1, nothing else.
+    raises("members.s_lo_step must be 0, or 1", members._replace(s_lo_step=2), consts, config, 4)
+    raises("members.s_lo_step must be 0, or 1", members._replace(s_lo_step=1), consts, config, 4)
+    raises("members.s_lo must be contiguous$", members._replace(s_lo=members.s_lo[:1].expand(2)), consts, config, 4)
+    raises("members.s_hi must be contiguous or one value", members._replace(s_hi=members.s_hi.repeat(2)[::2]),
+           consts, config, 4)
 
 
 # ---------------------------------------------------------------------------- on CUDA

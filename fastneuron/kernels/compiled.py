@@ -40,7 +40,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from fastneuron.reference import (Constants, History, Members, State, StepConfig, keep_logged, run_samples,
-                                  run_steps, sample_steps)
+                                  run_steps, sample_steps, seed_words)
 from fastneuron.rng import init_params
 
 #: Samples per compiled call (see the module docstring for the measurement).
@@ -216,9 +216,10 @@ class CompiledStepper:
         self._pool: list = []  # [(State, (gw, gb) or None)], buffers of the block's shape
 
     def init(self, members: Members, config: StepConfig):
-        if members.s_lo.numel() <= EAGER_INIT_MEMBERS:
-            return init_params(members.s_lo, members.s_hi)
-        return compiled_init(members.s_lo, members.s_hi)
+        s_lo, s_hi = seed_words(members)
+        if s_lo.numel() <= EAGER_INIT_MEMBERS:
+            return init_params(s_lo, s_hi)
+        return compiled_init(s_lo, s_hi)
 
     def __call__(self, state: State, t0: int, members: Members, consts: Constants, *, nsteps: int,
                  config: StepConfig, history: Optional[History]) -> State:

@@ -7,7 +7,8 @@ from typing import Optional
 
 import torch
 
-from fastneuron.reference import Constants, History, Members, State, StepConfig, keep_logged, run_steps
+from fastneuron.reference import (Constants, History, Members, State, StepConfig, keep_logged, run_steps,
+                                  seed_words)
 from fastneuron.rng import init_params
 
 #: Steps per call: a multiple of 4 keeps every call aligned on the data stream's
@@ -21,7 +22,7 @@ class EagerStepper:
     chunk_steps = CHUNK_STEPS
 
     def init(self, members: Members, config: StepConfig):
-        return init_params(members.s_lo, members.s_hi)
+        return init_params(*seed_words(members))
 
     def __call__(self, state: State, t0: int, members: Members, consts: Constants, *, nsteps: int,
                  config: StepConfig, history: Optional[History]) -> State:
