@@ -226,9 +226,10 @@ class RunSpec:
                           .expand(stop - start) for w in (first & 0xFFFFFFFF, first >> 32))
             s_lo_step = 1
         lrs = self.lrs
-        if not pad and not is_column(lrs) and lrs.stride(0) == 0:  # one lr: one value on the device too
+        if not pad and not is_column(lrs) and lrs.stride(0) == 0:
+            # One lr: one value on the device too (.to(device) of the expanded tensor copies M).
             neg_lr = (-lrs[:1].to(device)).expand(stop - start)
-        else:  # (.to(device) of an expanded tensor would copy M values)
+        else:
             neg_lr = -take(lrs, start, stop, device, pad, copy=False)
         # A flag named like an option and False says that no member uses it (optim.py).
         def options(values: dict, flags) -> dict:
