@@ -92,7 +92,7 @@ class History(NamedTuple):
 
 def seed_words(members: Members) -> tuple:
     """(s_lo, s_hi), each member's seed words; ValueError for a seed range's block as
-    the engine builds it (``s_lo_step`` 1), which only :func:`dense_members` turns into them."""
+    ``RunSpec.block`` builds it (``s_lo_step`` 1), which :func:`dense_members` expands."""
     if members.s_lo_step:
         raise ValueError("members.s_lo_step is 1 (a range of seeds, described): pass dense_members(members)")
     return members.s_lo, members.s_hi
