@@ -134,13 +134,13 @@ class GridColumn:
     def take(self, start: int, stop: int, device, pad: int = 0) -> torch.Tensor:
         """Members ``[start, stop)`` (plus ``pad`` copies of the first) expanded on
         ``device``: seeds as int64 two's complement, anything else float32."""
+        first = self._consecutive(start, stop)
         if stop <= start:
             x = torch.zeros(0, dtype=torch.int64 if self.dtype == "uint64" else torch.float32, device=device)
-        elif self.values is None and self.rng.step == 1 and self.inner == 1 and stop + self.offset <= self.n and \
-                (self.rng.start + start + self.offset) >> 63 == (self.rng.start + stop + self.offset - 1) >> 63:
+        elif first is not None and first >> 63 == (first + stop - start - 1) >> 63:
             # Consecutive seeds on one side of 2**63: one arange of their int64 words (its
             # end, exclusive, may be 2**63 itself, which int64 cannot hold: then added).
-            first = _i64(self.rng.start + start + self.offset)
+            first = _i64(first)
             x = torch.arange(first, first + stop - start, dtype=torch.int64, device=device) \
                 if first + stop - start < 2**63 else \
                 torch.arange(stop - start, dtype=torch.int64, device=device) + first
@@ -156,15 +156,20 @@ class GridColumn:
             x = torch.cat([x, x[:1].expand(pad)])
         return x
 
+    def _consecutive(self, start: int, stop: int) -> Optional[int]:
+        """The first of seeds ``[start, stop)`` (a non-empty block) when they are
+        consecutive (a range of step 1, not repeated), else None."""
+        if self.values is not None or self.rng.step != 1 or self.inner != 1 or stop + self.offset > self.n \
+                or stop <= start:
+            return None
+        return self.rng.start + self.offset + start
+
     def consecutive_seeds(self, start: int, stop: int) -> Optional[int]:
         """The first of seeds ``[start, stop)`` when they are consecutive and share their
         high 32-bit word (``range(M)`` below 2**32, say), else None: such a block needs
         no array of seeds (:meth:`fastneuron.spec.RunSpec.block`)."""
-        if self.values is not None or self.rng.step != 1 or self.inner != 1 or stop + self.offset > self.n \
-                or stop <= start:
-            return None
-        first = self.rng.start + self.offset + start
-        return first if first >> 32 == (first + stop - start - 1) >> 32 else None
+        first = self._consecutive(start, stop)
+        return first if first is not None and first >> 32 == (first + stop - start - 1) >> 32 else None
 
     # -- the description -------------------------------------------------------------
     def to_json(self) -> dict:
