@@ -46,8 +46,8 @@ import triton.language as tl
 
 from fastneuron._validate import check_int
 from fastneuron.kernels.triton_common import (FLT_MAX, _check_history, _check_members_base, _check_tensor,
-                                              _grad_step, _log, _unrolled_grad, problem_kernel_flags,
-                                              problem_member_options)
+                                              _grad_step, _log, _member_words, _unrolled_grad,
+                                              problem_kernel_flags, problem_member_options)
 from fastneuron.problems import LinearTarget
 
 #: Members per program and warps per program on a GPU: one member a thread (128 threads).
@@ -262,10 +262,8 @@ def adam_kernel(
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_members
 
-    s_lo = tl.load(s_lo_ptr + offs * s_lo_stride, mask=mask, other=0).to(tl.uint32) + \
-        (offs * s_lo_step).to(tl.uint32)
-    s_hi = tl.load(s_hi_ptr + offs * s_hi_stride, mask=mask, other=0).to(tl.uint32)
-    neg_lr = tl.load(neg_lr_ptr + offs * lr_stride, mask=mask, other=0.0)
+    s_lo, s_hi, neg_lr = _member_words(s_lo_ptr, s_hi_ptr, neg_lr_ptr, offs, mask, s_lo_stride, s_lo_step,
+                                       s_hi_stride, lr_stride)
     eps = tl.load(eps_ptr + offs, mask=mask, other=1.0)
     zero = tl.zeros([BLOCK], dtype=tl.float32)
     wd = zero

@@ -75,6 +75,18 @@ def _philox(k0: tl.constexpr, k1: tl.constexpr, c0, c1, c2, c3):
 
 
 @triton.jit
+def _member_words(s_lo_ptr, s_hi_ptr, neg_lr_ptr, offs, mask, s_lo_stride, s_lo_step, s_hi_stride, lr_stride):
+    """Members ``offs``' seed words (uint32) and -lr: s_lo ``s_lo_ptr[i*s_lo_stride] +
+    i*s_lo_step`` (mod 2**32), s_hi ``s_hi_ptr[i*s_hi_stride]``, -lr ``neg_lr_ptr[i*lr_stride]``
+    (a stride 0: one value every member shares; ``s_lo_step`` 1: a range of seeds)."""
+    s_lo = tl.load(s_lo_ptr + offs * s_lo_stride, mask=mask, other=0).to(tl.uint32) + \
+        (offs * s_lo_step).to(tl.uint32)
+    s_hi = tl.load(s_hi_ptr + offs * s_hi_stride, mask=mask, other=0).to(tl.uint32)
+    neg_lr = tl.load(neg_lr_ptr + offs * lr_stride, mask=mask, other=0.0)
+    return s_lo, s_hi, neg_lr
+
+
+@triton.jit
 def _data_block(q, s_lo, s_hi, lo, span, x_mean, x_std, sigma, NORMAL: tl.constexpr, NOISE: tl.constexpr):
     """Samples 4q .. 4q+3 of each member's data stream: counter (q & 0xFFFFFFFF, q >> 32,
     s_lo, s_hi); ``q`` is an int64 scalar, s_lo/s_hi uint32. Returns x0..x3 (key (0, 0):

@@ -53,7 +53,7 @@ from fastneuron.kernels import triton_adam
 from fastneuron.kernels.triton_common import (  # noqa: F401
     FLT_MAX, MUL_WIDE_A, MUL_WIDE_B, PHILOX_KEY_A, PHILOX_KEY_B, PHILOX_ROUND_A, PHILOX_ROUND_B, PTX_PHILOX,
     _check_history, _check_members_base, _check_tensor, check_schedule, problem_kernel_flags,
-    problem_member_options, _data_block, _draw, _grad, _grad_step, _log, _mul_wide,
+    problem_member_options, _data_block, _draw, _grad, _grad_step, _log, _member_words, _mul_wide,
     _philox, _unrolled_grad)
 
 #: Steps per launch: a multiple of 4 (see the module docstring). Long enough that launch
@@ -203,10 +203,8 @@ def sgd_kernel(
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_members
 
-    s_lo = tl.load(s_lo_ptr + offs * s_lo_stride, mask=mask, other=0).to(tl.uint32) + \
-        (offs * s_lo_step).to(tl.uint32)
-    s_hi = tl.load(s_hi_ptr + offs * s_hi_stride, mask=mask, other=0).to(tl.uint32)
-    neg_lr = tl.load(neg_lr_ptr + offs * lr_stride, mask=mask, other=0.0)
+    s_lo, s_hi, neg_lr = _member_words(s_lo_ptr, s_hi_ptr, neg_lr_ptr, offs, mask, s_lo_stride, s_lo_step,
+                                       s_hi_stride, lr_stride)
     zero = tl.zeros([BLOCK], dtype=tl.float32)
     mu = zero
     wd = zero
