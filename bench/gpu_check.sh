@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One short GPU check (issue 11), for a machine with torch and triton already installed
 # (the device tool's H200 image: torch 2.11, triton 3.6). Nothing is installed: when
-# `import fastneuron` fails, the checkout goes on PYTHONPATH (the kernels live inside the
-# package, so that is all it needs). Phases, in order, each under `timeout`:
+# `import fastneuron` fails, the checkout goes on PYTHONPATH (fastneuron/__init__.py then finds the
+# top-level kernels/ as fastneuron.kernels). Phases, in order, each under `timeout`:
 #   0. (CPU) python -m fastneuron.kernels.sass: the kernel's SASS budget for sm_90
 #      (instructions per neuron-step, registers, issue-bound estimate), about 20-60 s;
 #   1. kernel-only headline: bench/kernel_only.py, the Triton kernel at M = 2**24,

@@ -28,7 +28,7 @@ and appends one JSON row to ``--results`` (default
 
 With ``--steps`` below 12 the compile backend runs no compiled segment: its compiled
 call covers 12 samples, and a remainder of fewer runs the same functions uncompiled
-(``fastneuron/kernels/compiled.py``); only the init (above 2**16 members a block) is
+(``kernels/compiled.py``); only the init (above 2**16 members a block) is
 compiled. The row records how many samples ran compiled.
 
 Needs about 16 bytes a member of free disk (16 GB for 10**9) plus 8 bytes a member per

@@ -6,6 +6,10 @@ starts without importing torch.
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import os
+import sys
 
 from ._version import __version__
 SPEC_VERSION = 2
@@ -22,6 +26,29 @@ _EXPORTS = {
 }
 
 __all__ = ["SPEC_VERSION", "__version__", *_EXPORTS]
+
+
+class _CheckoutKernels(importlib.abc.MetaPathFinder):
+    """``fastneuron.kernels`` from the top-level ``kernels/`` folder of the checkout this
+    package was imported from. An install maps that folder there through setuptools'
+    ``package-dir``; a checkout on ``sys.path`` (not installed, or beside an editable install
+    of another checkout) needs this finder, which goes first so that the kernels always come
+    from the same tree as the package. Outside a checkout (no ``pyproject.toml`` beside the
+    package, as in site-packages) it finds nothing."""
+
+    ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def find_spec(self, fullname, path=None, target=None):
+        folder = os.path.join(self.ROOT, "kernels")
+        if (fullname != __name__ + ".kernels" or not os.path.isfile(os.path.join(self.ROOT, "pyproject.toml"))
+                or not os.path.isfile(os.path.join(folder, "__init__.py"))):
+            return None
+        return importlib.util.spec_from_file_location(fullname, os.path.join(folder, "__init__.py"),
+                                                      submodule_search_locations=[folder])
+
+
+if not any(isinstance(f, _CheckoutKernels) for f in sys.meta_path):
+    sys.meta_path.insert(0, _CheckoutKernels())
 
 
 def __getattr__(name: str):

@@ -1,6 +1,6 @@
 """The eager reference: SPEC §3, §3b, §3d and §4, one float32 operation per line.
 
-The fast backends do not copy this code. ``fastneuron/kernels/compiled.py`` hands
+The fast backends do not copy this code. ``kernels/compiled.py`` hands
 :func:`run_steps` to ``torch.compile``; the Triton kernel is checked against it
 bit for bit. Every line below, and in the optimizer's and problem's code it calls
 (:mod:`fastneuron.optim`, :mod:`fastneuron.problems`, whose samples, label noise and

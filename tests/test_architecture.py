@@ -10,19 +10,22 @@ import subprocess
 import sys
 
 import fastneuron
+import fastneuron.kernels
 from fastneuron import api
 
 PACKAGE = pathlib.Path(fastneuron.__file__).resolve().parent
+KERNELS = pathlib.Path(fastneuron.kernels.__file__).resolve().parent  # the top-level kernels/ folder
 
 
-def _module_name(path: pathlib.Path) -> str:
-    parts = ["fastneuron", *path.relative_to(PACKAGE).with_suffix("").parts]
+def _module_name(path: pathlib.Path, root: pathlib.Path = PACKAGE, package: str = "fastneuron") -> str:
+    parts = [*package.split("."), *path.relative_to(root).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _imports() -> dict:
     """module -> the fastneuron modules it imports, at any depth of its code."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules.update({_module_name(p, KERNELS, "fastneuron.kernels"): p for p in KERNELS.rglob("*.py")})
     graph = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]

@@ -17,7 +17,6 @@ FIGURES = ("lr_sweep_risk_vs_lr.png", "lr_sweep_risk_vs_step.png", "lr_sweep_tra
 
 def _run_example(*args, cwd):
     env = dict(os.environ, MPLBACKEND="Agg")
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, str(EXAMPLE), "--seeds", "2", "--rates", "46", "--steps", "20",
                            "--backend", "eager", *args], capture_output=True, text=True, timeout=600, cwd=cwd,
                           env=env)
@@ -61,7 +60,6 @@ def test_adam_lr_sweep_writes_where_told(tmp_path):
     """examples/adam_lr_sweep.py (issue 12): its figure goes to --out, and it reports each
     optimizer's edge."""
     env = dict(os.environ, MPLBACKEND="Agg")
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     before = (REPO / "docs" / "adam_lr_sweep.png").stat().st_mtime_ns
     p = subprocess.run([sys.executable, str(REPO / "examples" / "adam_lr_sweep.py"), "--seeds", "3", "--rates", "8",
                         "--steps", "300", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,

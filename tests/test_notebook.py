@@ -150,7 +150,6 @@ LINE = re.compile(r"^Iteration (\d+)\|\| weight:tensor\(\[(\S+)\]\), bias:tensor
 
 def test_notebook_command_line():
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-m", "fastneuron.notebook", "--steps", "401", "--seed", "0"],
                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
     assert out.returncode == 0, out.stderr
@@ -178,7 +177,6 @@ def test_notebook_command_line():
 
 def test_notebook_help_describes_its_flags():
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-m", "fastneuron.notebook", "--help"], capture_output=True, text=True,
                          timeout=120, cwd=REPO, env=env)
     assert out.returncode == 0, out.stderr

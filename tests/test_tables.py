@@ -347,7 +347,7 @@ def test_example_writes_where_told(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tracked = os.path.join(repo, "docs", "sweep_xarray.png")
     before = os.stat(tracked).st_mtime_ns if os.path.exists(tracked) else None
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, MPLBACKEND="Agg")
     figure = tmp_path / "figs" / "sweep.png"
     p = subprocess.run([sys.executable, os.path.join(repo, "examples", "sweep_xarray.py"), str(figure),
                         "--steps", "40"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)

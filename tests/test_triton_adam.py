@@ -1,5 +1,5 @@
 """backend="triton" runs Adam, AdamW and RMSprop (SPEC §3c) equal to the eager reference,
-bit for bit (``fastneuron/kernels/triton_adam.py``).
+bit for bit (``kernels/triton_adam.py``).
 
 Without CUDA the kernel runs under the Triton interpreter (``TRITON_INTERPRET=1``, set by
 conftest.py before import) on CPU tensors: those tests carry the ``interpreter`` mark and

@@ -522,7 +522,7 @@ def header(kernels=("sgd",)) -> dict:
     for k in kernels:
         info = KERNELS[k]
         head["kernel" if k == "sgd" else f"kernel {k}"] = (
-            f"fastneuron/kernels/{info.source.name}:{info.function}, source sha256 "
+            f"kernels/{info.source.name}:{info.function}, source sha256 "
             + hashlib.sha256(info.source.read_bytes() + COMMON_SOURCE.read_bytes()
                              + NORMAL_SOURCE.read_bytes()).hexdigest()[:12]
             + f" (with {COMMON_SOURCE.name}, {NORMAL_SOURCE.name})")
