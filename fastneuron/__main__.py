@@ -37,7 +37,7 @@ Train one nn.Linear(1, 1) neuron per member by per-sample SGD (or Adam, AdamW, R
 (SPEC.md). The members are the product seeds x lrs x momentum x weight-decay (seeds vary
 slowest, as fastneuron.grid; momentum is an axis for sgd only); every other option is
 shared by the run. A summary goes to stdout, the progress bar
-to stderr."""
+(on a terminal, or with --progress) to stderr."""
 
 TRAIN_EPILOG = """\
 value syntax:
@@ -68,12 +68,12 @@ examples:
       --weight-decay 0,1e-4 --log-every 200 --out mw.npz
 
   # label noise (3 levels) on Gaussian inputs, a cosine schedule after a warm-up
-  python -m fastneuron train --seeds 0:1000 --lrs 1e-3:1e-1:30log --noise 0,0.1,0.3 \
-      --x-dist normal --x-mean 0 --x-std 1 \
+  python -m fastneuron train --seeds 0:1000 --lrs 1e-3:1e-1:30log --noise 0,0.1,0.3 \\
+      --x-dist normal --x-mean 0 --x-std 1 \\
       --lr-schedule warmup:steps=100,start=0.1+cosine:t_max=3000 --out noise.npz
 
   # Adam (torch.optim.Adam, bit for bit) over 60 learning rates
-  python -m fastneuron train --seeds 0:100 --lrs 1e-4:1:60log --optimizer adam \
+  python -m fastneuron train --seeds 0:100 --lrs 1e-4:1:60log --optimizer adam \\
       --betas 0.9,0.999 --eps 1e-8 --out adam.npz
 
   # 8 GPUs of one machine, one process each (see fastneuron.distributed for more)
@@ -166,7 +166,14 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     g.add_argument("--member-block", type=int, default=None, metavar="N",
                    help="train N members at a time (default: what a quarter of free memory holds)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar (the summary still prints)")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch's intra-op threads on the CPU (default: torch's, one per core); 1 on a busy "
+                   "machine, where threads wait on each other; results never depend on it")
+    bar = g.add_mutually_exclusive_group()
+    bar.add_argument("--quiet", action="store_true", help="no progress bar (the summary still prints)")
+    bar.add_argument("--progress", action="store_true",
+                     help="show the progress bar even when stderr is not a terminal (default: only on a terminal, "
+                     "for runs longer than about 2 s)")
     g.add_argument("--distributed", action="store_true",
                    help="under torchrun: shard the members across the processes (one per GPU); rank 0 prints "
                    "the summary and writes --out, rank r checkpoints to PATH.rank{r}")
@@ -316,8 +323,10 @@ def _train(args) -> int:
             grid["seeds"], grid["lrs"], args.steps, optimizer=args.optimizer, batch_size=args.batch_size,
             log_every=args.log_every, backend=args.backend, device=args.device,
             **options, **problem, lr_schedule=args.lr_schedule,
-            progress=not args.quiet, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
+            progress=False if args.quiet else (True if args.progress else None),  # None: on a terminal only
+            checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
             resume=args.resume, member_block=args.member_block, distributed=args.distributed, out=out_dir,
+            threads=args.threads,
         )
     seconds = time.perf_counter() - t0
     timing = progress.last_run_timing()
@@ -444,7 +453,7 @@ def _run_bench(argv: list) -> int:
 _FLAGS = {"seeds": "--seeds", "lrs": "--lrs", "steps": "--steps", "batch_size": "--batch-size",
           "log_every": "--log-every", "momentum": "--momentum", "weight_decay": "--weight-decay",
           "dampening": "--dampening", "nesterov": "--nesterov", "a": "--a", "c": "--c", "lo": "--lo", "hi": "--hi",
-          "backend": "--backend", "device": "--device", "member_block": "--member-block",
+          "backend": "--backend", "device": "--device", "member_block": "--member-block", "threads": "--threads",
           "checkpoint": "--checkpoint", "checkpoint_every": "--checkpoint-every", "resume": "--resume",
           "optimizer": "--optimizer", "betas": "--betas", "eps": "--eps", "amsgrad": "--amsgrad", "alpha": "--alpha",
           "centered": "--centered", "noise": "--noise", "x_dist": "--x-dist", "x_mean": "--x-mean",
@@ -458,7 +467,7 @@ def flag_names(message: str) -> str:
     (``steps``, ``a``) only as the message's subject, where they can only be the argument."""
     import re
 
-    message = message.replace("nesterov=True", "--nesterov")
+    message = message.replace("nesterov=True", "--nesterov").replace('out="DIR/"', "--out DIR/")
     message = re.sub(r"\bbetas\[([01])\]", lambda mt: f"--betas item {int(mt.group(1)) + 1}", message)
     message = re.sub(r"(?<![\w-])(\w+_\w+)(?![\w-])", lambda mt: _FLAGS.get(mt.group(1), mt.group(1)), message)
     first = re.match(r"(\w+)(?=[ :=])", message)
@@ -490,8 +499,32 @@ def _say(line: str) -> None:
     sys.stderr.flush()
 
 
+def namespace_clone() -> Optional[str]:
+    """Why ``import fastneuron`` gave no package, or None when it gave one.
+
+    Python run from the parent of a clone named ``fastneuron`` (``python -m fastneuron``
+    there puts that directory first on sys.path) imports the clone itself, which has no
+    ``__init__.py``, as a namespace package with nothing in it: not the package in its
+    ``fastneuron/`` folder. Under an editable install this module is still found (the
+    install's finder maps ``fastneuron.__main__``), but ``fastneuron.train`` is not."""
+    pkg = sys.modules.get("fastneuron")
+    if pkg is None or getattr(pkg, "__file__", None) is not None:
+        return None
+    dirs = [str(d) for d in getattr(pkg, "__path__", ())]
+    clones = [d for d in dirs if os.path.isfile(os.path.join(d, "fastneuron", "__init__.py"))]
+    where = (clones or dirs or ["?"])[0]
+    what = "a clone of the repository, whose package is its fastneuron/ folder" if clones else "no __init__.py"
+    return (f"'import fastneuron' found the directory {where} ({what}) and imported it as an empty namespace "
+            f"package, since {os.path.dirname(where) or '.'} comes first on sys.path (python -m puts the current "
+            f"directory there): run from another directory, or from inside the clone, or give the clone another name")
+
+
 def main(argv: Optional[list] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    shadowed = namespace_clone()
+    if shadowed is not None:
+        _say(f"{PROG}: error: {shadowed}")
+        return 2
     has_bench = _has_bench()
     if argv[:1] == ["bench"] and has_bench:
         return _run_bench(argv[1:])

@@ -186,6 +186,37 @@ def per_member(name: str, value, m: int, *, lo: float, lo_open: bool, hi: float 
     return torch.from_numpy(f32)
 
 
+def float64_values(value, f32: torch.Tensor) -> Optional[torch.Tensor]:
+    """The float64 values of a per-member argument ``value`` whose float32 values
+    :func:`per_member` gave as ``f32`` (M,): a float64 CPU tensor (M,) (one value for every
+    member: an expanded, stride 0 view), or None when every value is its float32 rounding
+    (float32 input, or numbers that are float32 values: nothing more to keep).
+
+    torch.optim does some arithmetic on a hyperparameter as the Python float it was given,
+    in float64, before it rounds the result to float32 (SPEC §3c, §3d): the run keeps these
+    values for the options where that happens."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().reshape(-1)
+        if t.dtype in (torch.float32, torch.float16, torch.bfloat16):
+            return None
+        v64 = t.to(torch.float64).numpy()
+    elif isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and value.dtype.itemsize <= 4:
+            return None
+        v64 = value.reshape(-1).astype(np.float64)
+    elif isinstance(value, numbers.Real):
+        v64 = np.array([float(value)], dtype=np.float64)
+    else:  # a sequence of numbers (per_member has checked them)
+        v64 = np.asarray([float(v) for v in value], dtype=np.float64)
+    if v64.size == 1:
+        if float(v64[0]) == float(f32[0]):
+            return None
+        return torch.from_numpy(v64.copy()).expand(f32.numel())
+    if np.array_equal(v64, f32.numpy().astype(np.float64)):
+        return None
+    return torch.from_numpy(np.ascontiguousarray(v64))
+
+
 def _item(values, i: int):
     """Element i of a tensor, array or sequence, for an error message."""
     if isinstance(values, torch.Tensor):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .distributed import run_distributed
-from .engine import run
+from .engine import run, torch_threads
 from .members import grid  # noqa: F401  (fastneuron.grid: re-exported with train)
 from .parts import load_parts
 from .result import ResultNotSaved, TrainResult, check_writable
@@ -15,12 +15,15 @@ from .spec import RunSpec
 def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "linear", batch_size: int = 1,
           log_every: Optional[int] = None, backend: str = "auto", device=None, progress: Optional[bool] = None,
           checkpoint=None, checkpoint_every: float = 5.0, resume=None, member_block: Optional[int] = None,
-          distributed: bool = False, lr_schedule=None, out=None, **options) -> Optional[TrainResult]:
+          distributed: bool = False, lr_schedule=None, out=None, threads=None, **options) -> Optional[TrainResult]:
     """Train one ``nn.Linear(1, 1)`` per member by per-sample SGD, as SPEC.md says.
 
     Member ``m`` has ``seeds[m]`` (an integer in [0, 2**64)) and ``lrs[m]`` (a scalar
     gives every member the same). ``batch_size`` samples a step; ``log_every=k`` keeps
-    (w, b) after steps 0, k, 2k, ...
+    (w, b) after steps 0, k, 2k, ... (8 bytes a member a row, in the result). What it
+    costs ``backend="compile"`` against the unlogged speed: k = 1000 0-3%, k = 100 6-8%,
+    k = 10 about 40%, most of it the first write of the history's new memory (3-5% and
+    27-34% alone) on the fast 2-core machine of bench/results/log-cost-2026-12-07.txt.
 
     ``options`` belong to the optimizer and the problem (:mod:`fastneuron.optim`,
     :mod:`fastneuron.problems`); an unknown one is a ValueError. For
@@ -29,7 +32,11 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
     ``"adam"`` and ``"adamw"`` (``torch.optim.Adam``/``AdamW``): ``weight_decay`` and
     ``eps`` per member, ``betas=(beta1, beta2)`` and ``amsgrad`` run-wide; for
     ``"rmsprop"``: ``alpha``, ``eps`` and ``weight_decay`` per member, ``momentum`` and
-    ``centered`` run-wide (SPEC §3c). For
+    ``centered`` run-wide (SPEC §3c). Values are used as given: where torch.optim computes
+    with the Python floats in float64 (RMSprop's ``1 - alpha``, Adam's ``lr /
+    bias_correction1``, AdamW's ``1 - lr*weight_decay``, a schedule's ``lr * f(t)``), so
+    does the run (a float32 array is its float32 values); the result keeps those values
+    (``result.float64``) where they are not float32 values. For
     ``problem="linear"``: the target ``a*x + c`` with ``x ~ U[lo, hi)`` (``a=2, c=1,
     lo=1, hi=5``), or ``x ~ N(x_mean, x_std**2)`` with ``x_dist="normal"`` (``x_mean=0,
     x_std=1``); ``noise`` (a scalar or one value per member, >= 0) adds label noise
@@ -50,7 +57,8 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
     ``checkpoint_every`` seconds and at the end; ``resume=PATH`` continues from such
     a file (same settings and members, else ValueError) and ends bit for bit where an
     uninterrupted run ends. Members are trained in blocks of ``member_block``
-    (default: as many as a quarter of the free memory holds).
+    (default: as many as a quarter of the free memory holds). ``threads``: torch's threads
+    for the run (None: as set), 1 on a busy machine; results never depend on it.
 
     Members may be described instead of listed: ``train(**fastneuron.grid(seeds=range(10**9),
     lrs=[...]), ...)`` (or ``seeds=range(...)``) keeps a few numbers per axis on the host and
@@ -82,7 +90,7 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
                          log_every=log_every, backend=backend, device=device, progress=progress,
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                          member_block=member_block, distributed=distributed, lr_schedule=lr_schedule, out=out,
-                         **options)
+                         threads=threads, **options)
     return _run(spec, out)
 
 
@@ -90,7 +98,8 @@ def _run(spec: RunSpec, out) -> Optional[TrainResult]:
     """Run ``spec``: its result, saved to the file ``out``, or read lazily from its parts directory."""
     if out is not None and spec.out is None:
         check_writable("out", out)
-    result = run_distributed(spec) if spec.distributed else run(spec)
+    with torch_threads(spec):
+        result = run_distributed(spec) if spec.distributed else run(spec)
     if spec.out is not None and not spec.distributed:
         spec.write_manifest([(0, len(spec))])
         return load_parts(spec.out)

@@ -10,8 +10,10 @@ input: the spec was validated when it was built.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+import warnings
 import zipfile
 from typing import Callable, Optional
 
@@ -20,6 +22,7 @@ import torch
 
 from . import kernels
 from .checkpoint import check_diverged, check_header, load_checkpoint, save_checkpoint
+from .machine import busy_cores, busy_message
 from .progress import Progress
 from .files import Npz, ResultNotSaved, check_arrays, read_header
 from .members import describe
@@ -47,9 +50,14 @@ def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
     ``between_chunks()`` runs after every chunk of steps (a distributed run checks on
     its peers there); an exception from it ends the run."""
     m, steps, dev = len(spec), spec.steps, spec.device
-    store = _PartStore(spec) if spec.out is not None else _HostStore(spec)
+    # A host store allocates the history when made: only after the memory check, which then
+    # refuses a run too large with its message, not with an allocator's error.
+    store = _PartStore(spec) if spec.out is not None else None
     block = max(1, member_block(m, spec.n_logged, dev, spec.member_block, len(spec.state_names()),
-                                len(spec.member_options) + len(spec.problem_options), host_bytes=store.host_bytes))
+                                len(spec.member_options) + len(spec.problem_options),
+                                host_bytes=None if store is None else store.host_bytes))
+    if store is None:
+        store = _HostStore(spec)
     start, t_start = 0, 0
     if spec.resume is not None:
         position = store.resume()
@@ -124,6 +132,42 @@ def fresh_state(stepper: kernels.Stepper, members: Members, config: StepConfig, 
                  tuple(torch.zeros_like(w0) for _ in state_names), torch.full_like(w0, -1, dtype=torch.int64))
 
 
+# -- threads ------------------------------------------------------------------------
+
+#: Backends whose work runs on torch's intra-op threads (on the CPU).
+THREADED_BACKENDS = ("eager", "compile")
+#: Runs shorter than this many neuron-steps are not warned about: on the busy 2-core machine
+#: two threads ran 2**14 members at 5.6e6-8.3e6 neuron-steps/s, so this is a second or two
+#: (bench/results/busy-machine-2026-12-07.txt).
+BUSY_WARNING_WORK = 10**7
+_warned_busy = [False]
+
+
+@contextlib.contextmanager
+def torch_threads(spec: RunSpec):
+    """torch's intra-op threads for the run: ``spec.threads`` inside (when given), as they
+    were afterwards. A CPU run of a threaded backend with more than one thread warns
+    once a process when other work holds the cores those threads need
+    (:func:`fastneuron.machine.busy_cores`), for runs of :data:`BUSY_WARNING_WORK`
+    neuron-steps or more. Threads change no result: every member's
+    arithmetic is the same whichever thread runs it. A count new to the process makes
+    dynamo trace the compiled graph again (it guards on it): about 2 s from Inductor's
+    cache, once; so the count is the caller's choice, never switched here."""
+    before = torch.get_num_threads()
+    if spec.threads is not None and spec.threads != before:
+        torch.set_num_threads(spec.threads)
+    try:
+        threads = torch.get_num_threads()
+        if (threads > 1 and not _warned_busy[0] and spec.device.type == "cpu" and spec.backend in THREADED_BACKENDS
+                and len(spec) * spec.steps >= BUSY_WARNING_WORK and (busy := busy_cores(threads)) is not None):
+            _warned_busy[0] = True
+            warnings.warn(busy_message(*busy, threads), RuntimeWarning, stacklevel=5)
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 # -- memory -------------------------------------------------------------------------
 
 
@@ -151,9 +195,14 @@ def check_host_memory(m: int, n_logged: int, n_state: int = 1, n_options: int = 
     host_need = m * (per_member if host_bytes is None else host_bytes)
     host_free = available_bytes(torch.device("cpu"))
     if host_need > host_free:
-        raise ValueError(f"seeds: {m} members with {n_logged} logged steps need about "
-                         f"{host_need / 2**30:.1f} GiB of memory for inputs and results, and "
-                         f"{host_free / 2**30:.1f} GiB is available; use fewer members or a larger log_every")
+        if host_bytes is None:  # the results are kept in memory
+            ways = ["fewer members", *(["a larger log_every"] if n_logged else []),
+                    'out="DIR/" (the results, history included, stream to files in DIR instead of memory)']
+        else:  # a parts directory's members, given as arrays
+            ways = ["fewer members", "members described by fastneuron.grid or a range of seeds, not given as arrays"]
+        raise ValueError(f"seeds: {m} members" + (f" with {n_logged} logged steps" if n_logged else "")
+                         + f" need about {host_need / 2**30:.1f} GiB of memory for inputs and results, and "
+                         f"{host_free / 2**30:.1f} GiB is available; use {', '.join(ways[:-1])} or {ways[-1]}")
 
 
 def member_block(m: int, n_logged: int, device: torch.device, requested: Optional[int], n_state: int = 1,
@@ -300,10 +349,11 @@ class _PartStore:
             self.results.update(history_weight=(np.float32, (log, m)), history_bias=(np.float32, (log, m)))
         # The per-member columns given as arrays; a grid's (or one shared value) go in the manifest.
         self.inputs = {k: x for k, x in spec.member_columns().items() if describe(x) is None}
-        for k in self.inputs:
-            self.results[k] = (np.uint64 if k == "seeds" else np.float32, (m,))
+        for k, x in self.inputs.items():  # (the float64 columns, lrs_float64 say, hold the values as given)
+            self.results[k] = (np.uint64 if k == "seeds" else np.float64 if x.dtype == torch.float64 else np.float32,
+                               (m,))
         # Explicit inputs cost their bytes on the host (the caller's arrays); the rest is O(block).
-        self.host_bytes = sum(8 if k == "seeds" else 4 for k in self.inputs)
+        self.host_bytes = sum(np.dtype(self.results[k][0]).itemsize for k in self.inputs)
         self.pending: Optional[dict] = None  # the block in training's state at the last store, on the host
         os.makedirs(spec.out, exist_ok=True)
         final = os.path.join(spec.out, part_name(spec.part))

@@ -27,19 +27,25 @@ _CHUNK = 1 << 20
 
 
 class GridColumn:
-    """One per-member column of a grid (seeds: uint64; anything else: float32).
+    """One per-member column of a grid (seeds: uint64; anything else: float32, or float64
+    for the values as given, see ``float64``).
 
-    ``values``: the axis' values as a NumPy array (uint64 or float32), or None with
-    ``rng`` a ``range`` of seeds in [0, 2**64). Behaves as a read-only sequence of
+    ``values``: the axis' values as a NumPy array (uint64, float32 or float64), or None
+    with ``rng`` a ``range`` of seeds in [0, 2**64). Behaves as a read-only sequence of
     ``len(self)`` members (``col[i]``, ``col[a:b]``, ``list(col)``,
-    ``np.asarray(col)``)."""
+    ``np.asarray(col)``).
 
-    __slots__ = ("dtype", "values", "rng", "inner", "offset", "length")
+    ``float64``: for a float32 column, the axis' values as given, when some is not a
+    float32 value (else None): the run keeps them where torch.optim computes with the
+    Python float (SPEC §3c, §3d; :meth:`float64_column`)."""
+
+    __slots__ = ("dtype", "values", "rng", "inner", "offset", "length", "float64")
 
     def __init__(self, dtype: str, values: Optional[np.ndarray], rng: Optional[range], inner: int, offset: int,
-                 length: int):
+                 length: int, float64: Optional[np.ndarray] = None):
         self.dtype, self.values, self.rng = dtype, values, rng
         self.inner, self.offset, self.length = inner, offset, length
+        self.float64 = float64
 
     # -- the axis --------------------------------------------------------------------
     @property
@@ -48,8 +54,16 @@ class GridColumn:
         return len(self.rng) if self.values is None else len(self.values)
 
     def with_values(self, values: np.ndarray) -> "GridColumn":
-        """The same column over other axis values (the validated float32 ones)."""
-        return GridColumn(self.dtype, values, None, self.inner, self.offset, self.length)
+        """The same column over other axis values (the validated float32 ones; the values
+        as given, ``float64``, stay)."""
+        return GridColumn(self.dtype, values, None, self.inner, self.offset, self.length, self.float64)
+
+    def float64_column(self) -> Optional["GridColumn"]:
+        """The column of the axis' values as given (dtype float64), or None when every one
+        is a float32 value (see ``float64``)."""
+        if self.float64 is None:
+            return None
+        return GridColumn("float64", self.float64, None, self.inner, self.offset, self.length)
 
     def axis_values(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
         """Axis values ``[start, stop)`` (a range's expanded: only for short ranges)."""
@@ -84,7 +98,8 @@ class GridColumn:
             if step != 1:
                 raise ValueError("a grid column slices with step 1 only")
             stop = max(start, stop)
-            return GridColumn(self.dtype, self.values, self.rng, self.inner, self.offset + start, stop - start)
+            return GridColumn(self.dtype, self.values, self.rng, self.inner, self.offset + start, stop - start,
+                              self.float64)
         i = int(key)
         if not -self.length <= i < self.length:
             raise IndexError(f"member {key} out of range for {self.length} members")
@@ -122,10 +137,10 @@ class GridColumn:
         return ks
 
     def numpy(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
-        """Members ``[start, stop)`` as a host array (uint64 or float32)."""
+        """Members ``[start, stop)`` as a host array (uint64, float32 or float64)."""
         stop = self.length if stop is None else stop
         if stop <= start:
-            return np.zeros(0, np.uint64 if self.dtype == "uint64" else np.float32)
+            return np.zeros(0, np.dtype(self.dtype))
         k = self._digits(start, stop, np)
         if self.values is not None:
             return self.values[k]
@@ -133,10 +148,12 @@ class GridColumn:
 
     def take(self, start: int, stop: int, device, pad: int = 0) -> torch.Tensor:
         """Members ``[start, stop)`` (plus ``pad`` copies of the first) expanded on
-        ``device``: seeds as int64 two's complement, anything else float32."""
+        ``device``: seeds as int64 two's complement, anything else float32 (float64 for a
+        float64 column)."""
         first = self._consecutive(start, stop)
         if stop <= start:
-            x = torch.zeros(0, dtype=torch.int64 if self.dtype == "uint64" else torch.float32, device=device)
+            x = torch.zeros(0, dtype=torch.int64 if self.dtype == "uint64" else getattr(torch, self.dtype),
+                            device=device)
         elif first is not None and first >> 63 == (first + stop - start - 1) >> 63:
             # Consecutive seeds on one side of 2**63: one arange of their int64 words (its
             # end, exclusive, may be 2**63 itself, which int64 cannot hold: then added).
@@ -174,8 +191,9 @@ class GridColumn:
     # -- the description -------------------------------------------------------------
     def to_json(self) -> dict:
         """The column as JSON (results and parts manifests record it): ``dtype``,
-        ``values`` (uint64 as ints, float32 as the floats they are) or ``range`` (start,
-        stop, step), ``inner``, ``offset``, ``length``."""
+        ``values`` (uint64 as ints, float32 and float64 as the floats they are) or
+        ``range`` (start, stop, step), ``inner``, ``offset``, ``length``. (A float32
+        column's ``float64`` is a column of its own: :meth:`float64_column`.)"""
         d: dict = {"dtype": self.dtype}
         if self.values is None:
             d["range"] = [self.rng.start, self.rng.stop, self.rng.step]
@@ -197,7 +215,7 @@ def column_from_json(d: dict) -> GridColumn:
     ``d`` is not one."""
     try:
         dtype, inner, offset, length = d["dtype"], d["inner"], d["offset"], d["length"]
-        if dtype not in ("uint64", "float32") or not all(type(v) is int for v in (inner, offset, length)) \
+        if dtype not in ("uint64", "float32", "float64") or not all(type(v) is int for v in (inner, offset, length)) \
                 or inner < 1 or offset < 0 or length < 0:
             raise ValueError
         if "range" in d:
@@ -217,9 +235,12 @@ def column_from_json(d: dict) -> GridColumn:
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 raise ValueError
             arr = np.array(values, dtype=np.float64)
-            if not np.array_equal(arr, arr.astype(np.float32).astype(np.float64)):
+            if dtype == "float32":
+                if not np.array_equal(arr, arr.astype(np.float32).astype(np.float64)):
+                    raise ValueError
+                arr = arr.astype(np.float32)
+            elif not np.isfinite(arr).all():
                 raise ValueError
-            arr = arr.astype(np.float32)
         return GridColumn(dtype, arr, None, inner, offset, length)
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"not a grid column description: {str(d)[:200]}") from None
@@ -245,11 +266,12 @@ def seed_range(seeds) -> Optional[GridColumn]:
 
 def describe(x) -> Optional[GridColumn]:
     """``x`` as a description: a grid's column itself, one value shared by every member
-    (a stride-0 float32 tensor) as a column of one value; None for an array of values."""
+    (a stride-0 float32 or float64 tensor) as a column of one value; None for an array of
+    values."""
     if is_column(x):
         return x
-    if x.dim() == 1 and x.numel() and x.stride(0) == 0 and x.dtype == torch.float32:
-        return GridColumn("float32", x[:1].numpy().copy(), None, 1, 0, x.numel())
+    if x.dim() == 1 and x.numel() and x.stride(0) == 0 and x.dtype in (torch.float32, torch.float64):
+        return GridColumn(str(x.dtype).removeprefix("torch."), x[:1].numpy().copy(), None, 1, 0, x.numel())
     return None
 
 
@@ -286,7 +308,9 @@ def grid(seeds, lrs, **per_member) -> Grid:
     The first argument varies slowest, as in ``itertools.product``: member ``i`` of
     ``grid(seeds=S, lrs=L)`` has seed ``S[i // len(L)]`` and lr ``L[i % len(L)]``. A
     ``range`` of seeds stays three numbers; other axes are held as arrays (seeds
-    uint64, the rest float32: the run checks their ranges). A scalar is an axis of one.
+    uint64, the rest float32: the run checks their ranges), with their values as given
+    (float64) beside them when some is not a float32 value (``GridColumn.float64``). A
+    scalar is an axis of one.
     """
     names = ["seeds", "lrs", *per_member]
     if seed_range(seeds) is not None:
@@ -301,14 +325,16 @@ def grid(seeds, lrs, **per_member) -> Grid:
         if not len(vals):
             raise ValueError(f"{name} is empty: a grid needs at least one value on each axis")
         # Real, finite float32 numbers here; the run checks each option's range.
-        axes.append((V.per_member(name, vals, len(vals), lo=-math.inf, lo_open=False).contiguous().numpy(), None))
-    sizes = [len(r) if vals is None else len(vals) for vals, r in axes]
+        f32 = V.per_member(name, vals, len(vals), lo=-math.inf, lo_open=False).contiguous()
+        f64 = V.float64_values(vals, f32)
+        axes.append((f32.numpy(), None, None if f64 is None else f64.contiguous().numpy()))
+    sizes = [len(r) if vals is None else len(vals) for vals, r, *_ in axes]
     for name, n in zip(names, sizes):
         if not n:
             raise ValueError(f"{name} is empty: a grid needs at least one value on each axis")
     total = math.prod(sizes)
     columns = {}
-    for i, (name, (vals, rng)) in enumerate(zip(names, axes)):
+    for i, (name, (vals, rng, *f64)) in enumerate(zip(names, axes)):
         inner = math.prod(sizes[i + 1:])
-        columns[name] = GridColumn("uint64" if i == 0 else "float32", vals, rng, inner, 0, total)
+        columns[name] = GridColumn("uint64" if i == 0 else "float32", vals, rng, inner, 0, total, *f64)
     return Grid(columns)

@@ -16,7 +16,17 @@ An optimizer class says everything the rest of fastneuron needs to know about it
   the run's ``steps``: values that depend on the step only (Adam's bias corrections) are
   computed here, on the host, as tables indexed by the step (a device never calls ``pow``);
 - :meth:`update`: the reference update of one parameter at step ``t`` (a 0-dim int64
-  tensor, counted from 0), one float32 op a line.
+  tensor, counted from 0), one float32 op a line; it gets ``neg_lr``, the member's -lr in
+  float32, or in float64 as given when the class sets ``LR_FLOAT64 = True`` (Adam, whose
+  torch counterpart divides the Python float lr by the bias correction in float64).
+
+Optional, for what torch.optim computes on the host from the Python floats it was given
+before rounding to float32 (SPEC §3c): ``float64_options()`` names the per-member options
+whose float64 value that arithmetic uses (the run keeps them as given, beside their
+float32 values: RMSprop's ``alpha``, AdamW's ``weight_decay``), and
+``derived_options(flags, float64)`` computes, once per block of members on the device,
+extra ``MemberOptions`` fields from those float64 tensors (``float64`` holds them by name,
+with "lrs" when ``LR_FLOAT64``): RMSprop's ``f32(1 - alpha)``, AdamW's ``f32(1 - lr*wd)``.
 
 Adding an optimizer: its class here (or in its own module, passed to
 :func:`register_optimizer`), its update in each kernel that supports it, its tests

@@ -6,8 +6,11 @@ an IEEE square root (SPEC §3c says why those two are pinned down). What torch c
 in float64 from the step count alone (Adam's bias corrections) is computed here on the
 host, by Python's ``**`` as torch does, into tables indexed by the step
 (:meth:`Adam.constants`); the per-member float64 work (``lr / bias_correction1``,
-AdamW's ``1 - lr*wd``) is IEEE division, multiplication and subtraction, exact on every
-device.
+AdamW's ``1 - lr*wd``, RMSprop's ``1 - alpha``) starts from the Python floats the user
+gave, as torch's does (the run keeps their float64 values: :meth:`Adam.float64_options`,
+``LR_FLOAT64``), and is IEEE division, multiplication and subtraction, exact on every
+device. What does not depend on the step is computed once per block of members
+(:meth:`Adam.derived_options`, :meth:`RMSprop.derived_options`).
 
 Registered in :data:`fastneuron.optim.OPTIMIZERS` by :mod:`fastneuron.optim`; this
 module imports only :mod:`fastneuron._validate` (no import circle).
@@ -86,10 +89,14 @@ def lerp(a: torch.Tensor, e: torch.Tensor, w, w_small, one_minus_w) -> torch.Ten
 
 
 class AdamOptions(NamedTuple):
-    """Per-member options on the device, float32 (M,); weight_decay is None when 0 for all."""
+    """Per-member options on the device, float32 (M,); weight_decay is None when 0 for all.
+
+    ``decay`` (AdamW with weight decay, else None): ``f32(1 - lr*wd)`` from the float64
+    lr and wd as given (:meth:`Adam.derived_options`)."""
 
     weight_decay: Optional[torch.Tensor]
     eps: torch.Tensor
+    decay: Optional[torch.Tensor] = None
 
 
 class AdamFlags(NamedTuple):
@@ -146,6 +153,9 @@ class Adam:
     }
     MemberOptions: ClassVar[type] = AdamOptions
     DECOUPLED: ClassVar[Optional[bool]] = None  # None: the option decides (Adam); True: AdamW
+    #: :meth:`update` gets -lr in float64, as given (torch divides the Python float lr by the
+    #: bias correction in float64: SPEC §3c).
+    LR_FLOAT64: ClassVar[bool] = True
 
     betas: tuple = (0.9, 0.999)
     amsgrad: bool = False
@@ -190,6 +200,19 @@ class Adam:
     def state_names(self, flags: AdamFlags) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if flags.amsgrad else ())
 
+    def float64_options(self) -> tuple[str, ...]:
+        """The per-member options whose float64 value (the Python float given) torch's
+        arithmetic uses: AdamW's ``weight_decay`` (``1 - lr*wd`` in float64)."""
+        return ("weight_decay",) if self.decoupled_weight_decay else ()
+
+    def derived_options(self, flags: AdamFlags, float64: dict) -> dict:
+        """AdamW's ``decay`` = ``f32(1 - lr*wd)`` per member, from the float64 values as
+        given (``float64``: "lrs" and "weight_decay", float64 tensors on the device): the
+        product and the subtraction in float64, as torch's ``p.mul_(1 - lr*wd)``."""
+        if not (flags.decoupled and flags.weight_decay):
+            return {}
+        return {"decay": (1.0 - float64["lrs"] * float64["weight_decay"]).float().contiguous()}
+
     def constants(self, device: torch.device, steps: int) -> AdamConstants:
         beta1, beta2 = self.betas
         bc1, bc2s = (padded_table(x, steps) for x in bias_correction_tables(beta1, beta2, steps))
@@ -204,13 +227,13 @@ class Adam:
     @staticmethod
     def update(flags: AdamFlags, p, d, state: tuple, t, neg_lr, options: AdamOptions, consts: AdamConstants):
         """One parameter's Adam/AdamW update (SPEC §3c) from its gradient ``d`` at step
-        ``t`` (0-dim int64). Returns (p, state); the state starts at zero."""
+        ``t`` (0-dim int64); ``neg_lr`` is -lr in float64, as given (``LR_FLOAT64``).
+        Returns (p, state); the state starts at zero."""
         m, v = state[0], state[1]
         if flags.weight_decay:
             wd = options.weight_decay
-            if flags.decoupled:  # p.mul_(1 - lr*wd): float64, then float32
-                factor = (1.0 + neg_lr.double() * wd.double()).float()
-                p = torch.where(wd != 0, p * factor, p)
+            if flags.decoupled:  # p.mul_(1 - lr*wd): f32(1 - lr*wd) from the float64 values
+                p = torch.where(wd != 0, p * options.decay, p)
             else:  # grad.add(p, alpha=wd)
                 d = torch.where(wd != 0, d + wd * p, d)
         m = lerp(m, d, consts.w1, flags.w1_small, consts.one_minus_w1)  # exp_avg.lerp_(g, 1 - beta1)
@@ -226,7 +249,7 @@ class Adam:
         at = t.reshape(1)  # the step's entry of the host tables (a tensor index: no .item() in traced code)
         den = den / consts.bc2s[at]
         den = den + options.eps
-        c = (neg_lr.double() / consts.bc1[at]).float()  # value = -(lr / bias_correction1)
+        c = (neg_lr.double() / consts.bc1[at]).float()  # value = -(lr / bias_correction1), in float64
         p = p + (c * m) / den  # p.addcdiv_(m, den, value=c)
         return p, new_state
 
@@ -250,9 +273,15 @@ class AdamW(Adam):
 
 
 class RMSpropOptions(NamedTuple):
+    """Per-member options on the device, float32 (M,); weight_decay is None when 0 for all.
+
+    ``one_minus_alpha``: ``f32(1 - alpha)`` from the float64 alpha as given
+    (:meth:`RMSprop.derived_options`)."""
+
     alpha: torch.Tensor
     eps: torch.Tensor
     weight_decay: Optional[torch.Tensor]
+    one_minus_alpha: Optional[torch.Tensor] = None
 
 
 class RMSpropFlags(NamedTuple):
@@ -305,6 +334,17 @@ class RMSprop:
         return ("square_avg",) + (("grad_avg",) if flags.centered else ()) + \
             (("momentum_buffer",) if flags.momentum else ())
 
+    def float64_options(self) -> tuple[str, ...]:
+        """The per-member options whose float64 value (the Python float given) torch's
+        arithmetic uses: ``alpha`` (``1 - alpha`` in float64)."""
+        return ("alpha",)
+
+    def derived_options(self, flags: RMSpropFlags, float64: dict) -> dict:
+        """``one_minus_alpha`` = ``f32(1 - alpha)`` per member, the subtraction in float64
+        on alpha as given (``float64["alpha"]``, a float64 tensor on the device), as
+        torch's ``value=1 - alpha`` and ``lerp_(g, 1 - alpha)``."""
+        return {"one_minus_alpha": (1.0 - float64["alpha"]).float().contiguous()}
+
     def constants(self, device: torch.device, steps: int) -> RMSpropConstants:
         return RMSpropConstants(momentum=torch.tensor(np.float32(self.momentum), device=device))
 
@@ -315,7 +355,7 @@ class RMSprop:
             wd = options.weight_decay
             d = torch.where(wd != 0, d + wd * p, d)  # grad.add(p, alpha=wd)
         alpha = options.alpha
-        wa = 1.0 - alpha  # float32: equal to float32(1 - float64(alpha)) for alpha in [0, 1)
+        wa = options.one_minus_alpha  # f32(1 - alpha), the subtraction in float64 (derived_options)
         v = state[0] * alpha  # square_avg.mul_(alpha)
         v = v + (wa * d) * d  # .addcmul_(g, g, value=1 - alpha)
         new_state = [v]

@@ -13,7 +13,9 @@ Layout (``n`` members in a part, ``L`` logged steps):
 - ``weight.npy``, ``bias.npy`` float32 (n,), NaN where diverged; ``diverged_at.npy``
   int64 (n,); ``history_weight.npy``, ``history_bias.npy`` float32 (L, n) with a log;
 - ``seeds.npy`` uint64 (n,), ``lrs.npy`` and each per-member option's float32 (n,),
-  for the columns given as arrays (a grid's columns are described in the manifest);
+  and ``<name>_float64.npy`` float64 (n,) for the values as given that the manifest's
+  ``float64`` names (SPEC §3c, §3d), for the columns given as arrays (a grid's columns
+  are described in the manifest);
 - ``checkpoint.npz``: the part's checkpoint (:mod:`fastneuron.engine`'s ``_PartStore``:
   the header, and the state of the block in training), kept when the part is done.
 """
@@ -153,13 +155,17 @@ def _fsync_dir(path: str) -> None:
 
 
 def write_manifest(directory, *, settings: dict, n_members: int, member_options: list, described: dict,
-                   history_steps: list, bounds: list) -> None:
+                   history_steps: list, bounds: list, float64: list = ()) -> None:
     """``DIR/manifest.json``, atomically: the run is complete once it exists.
-    ``bounds``: each part's members ``(start, stop)``, in order."""
+    ``bounds``: each part's members ``(start, stop)``, in order. ``float64``: the columns
+    ("lrs", options) whose values as given the parts hold as ``<name>_float64`` (the key is
+    written only when there are some)."""
     from ._version import __version__
 
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastneuron_version": __version__,
                 "settings": settings, "n_members": n_members, "member_options": list(member_options),
                 "described": described, "history_steps": [int(s) for s in history_steps],
                 "parts": [{"name": part_name(i), "start": a, "stop": b} for i, (a, b) in enumerate(bounds)]}
+    if float64:
+        manifest["float64"] = list(float64)
     atomic_write(os.path.join(os.fspath(directory), MANIFEST), lambda f: f.write(json.dumps(manifest).encode()))

@@ -21,7 +21,9 @@ rank's without members). A part's name is a plain file name (letters, digits, ``
 holds ``weight.npy``, ``bias.npy`` (float32 (n,), NaN where diverged), ``diverged_at.npy``
 (int64 (n,)), with a log ``history_weight.npy`` and ``history_bias.npy`` (float32 (L, n)),
 and for each column not ``described``: ``seeds.npy`` (uint64 (n,)), ``lrs.npy`` and one
-``<option>.npy`` per member option (float32 (n,)). Other files are ignored. A described
+``<option>.npy`` per member option (float32 (n,)), and ``<name>_float64.npy`` (float64
+(n,)) for each column the manifest's optional ``"float64": ["lrs", ...]`` names (its
+values as given, SPEC §3c, §3d; :attr:`TrainResult.float64`). Other files are ignored. A described
 column is :func:`fastneuron.members.column_from_json`'s JSON (``dtype``, ``values`` or
 ``range``, ``inner``, ``offset``, ``length == M``).
 
@@ -54,7 +56,7 @@ from . import result as _result
 from .files import read_npy_header
 from .part_writer import FORMAT, FORMAT_VERSION, MANIFEST
 from .result import TrainResult
-from .summary import (Summary, check_by, group_row, member_columns, median_step, risk_quantiles,
+from .summary import (Summary, check_by, group_row, member_columns, median_step, notes, risk_quantiles,
                       spread_columns, spread_problem)
 
 #: Largest manifest read (bytes).
@@ -158,7 +160,12 @@ def _check_manifest(directory: str) -> tuple:
     if not isinstance(steps, list) or not all(_int(s) and 0 <= s < 2**63 for s in steps) \
             or any(a >= b for a, b in zip(steps, steps[1:])):
         raise broken("history_steps: not increasing ints >= 0")
-    dtypes = {"seeds": np.uint64, "lrs": np.float32, **dict.fromkeys(options, np.float32)}
+    float64 = meta.get("float64", [])
+    if not isinstance(float64, list) or not all(isinstance(k, str) and k in ("lrs", *options) for k in float64) \
+            or len(set(float64)) != len(float64):
+        raise broken(f"float64 {float64!r}")
+    dtypes = {"seeds": np.uint64, "lrs": np.float32, **dict.fromkeys(options, np.float32),
+              **{_result.float64_column_name(k): np.float64 for k in float64}}
     described_json = meta.get("described", {})
     if not isinstance(described_json, dict) or not set(described_json) <= set(dtypes):
         raise broken(f"described: a dict of some of {sorted(dtypes)}")
@@ -254,6 +261,7 @@ class PartsResult:
         self.fastneuron_version = meta.get("fastneuron_version")
         self._n = meta["n_members"]
         self._options = list(options)
+        self._float64 = list(meta.get("float64", []))  # checked by _check_manifest
         self._described = described
         self.history_steps = history_steps
         self._parts = parts
@@ -304,8 +312,8 @@ class PartsResult:
         """Column ``name`` ("seeds", "lrs", an option) of ``part``: mapped, or expanded
         from its description for the part's range only."""
         if name in self._described:
-            dtype = np.uint64 if name == "seeds" else np.float32
-            return np.ascontiguousarray(self._described[name].numpy(part.start, part.stop), dtype=dtype)
+            column = self._described[name]
+            return np.ascontiguousarray(column.numpy(part.start, part.stop), dtype=np.dtype(column.dtype))
         return self._map(part, name)
 
     def part(self, i: int) -> TrainResult:
@@ -329,7 +337,8 @@ class PartsResult:
             seeds=column("seeds"), lrs=column("lrs"), member_options={k: column(k) for k in self._options},
             weight=t["weight"], bias=t["bias"], diverged_at=t["diverged_at"], settings=self.settings,
             history_steps=self.history_steps, history_weight=t.get("history_weight"),
-            history_bias=t.get("history_bias"))
+            history_bias=t.get("history_bias"),
+            float64={k: column(_result.float64_column_name(k)) for k in self._float64})
 
     def iter_parts(self):
         """``(start, TrainResult)`` for each part, in order."""
@@ -342,8 +351,14 @@ class PartsResult:
             return np.zeros((rows, 0) if axis else (0,), dtype=dtype)
         return np.concatenate(pieces, axis=axis)
 
-    def _column(self, name: str) -> torch.Tensor:
-        return torch.from_numpy(self._cat(lambda i, p: self._numpy(p, name), np.float32))
+    def _column(self, name: str, dtype=np.float32) -> torch.Tensor:
+        return torch.from_numpy(self._cat(lambda i, p: self._numpy(p, name), dtype))
+
+    @property
+    def float64(self) -> dict:
+        """:attr:`TrainResult.float64`: float64 (M,) by column name (materialized), the
+        values as given of the columns the manifest names; empty for most runs."""
+        return {k: self._column(_result.float64_column_name(k), np.float64) for k in self._float64}
 
     def _fixed(self, name: str):
         if name in _HISTORY:
@@ -392,11 +407,16 @@ class PartsResult:
                 return self._described[k]
             return self.seeds if k == "seeds" else self._column(k)
 
+        def column64(k):
+            name = _result.float64_column_name(k)
+            return self._described[name] if name in self._described else self._column(name, np.float64)
+
         return TrainResult(
             seeds=column("seeds"), lrs=column("lrs"), member_options={k: column(k) for k in self._options},
             weight=self._fixed("weight"), bias=self._fixed("bias"), diverged_at=self._fixed("diverged_at"),
             settings=self.settings, history_steps=self.history_steps,
-            history_weight=self._fixed("history_weight"), history_bias=self._fixed("history_bias"))
+            history_weight=self._fixed("history_weight"), history_bias=self._fixed("history_bias"),
+            float64={k: column64(k) for k in self._float64})
 
     # -- summary -------------------------------------------------------------------------
     def _chunks(self):
@@ -439,8 +459,13 @@ class PartsResult:
         flags = {"momentum": False, "weight_decay": False, "noise": False}
         steps_f = self.history_steps.numpy().astype(np.float64)
         lo = hi = lo_noise = hi_noise = np.zeros(0, np.float32)
+        spans: dict = {}  # each member column's (min, max) over the run, for the notes on the spread
         for chunk in self._chunks():
             columns = member_columns(chunk)
+            if noise_option and len(chunk):
+                for k, x in columns.items():
+                    a, b = x.min(), x.max()
+                    spans[k] = (min(spans[k][0], a), max(spans[k][1], b)) if k in spans else (a, b)
             for k in flags:
                 if k in columns:
                     flags[k] |= bool((columns[k] > 0).any() if k == "noise" else (columns[k] != 0).any())
@@ -465,7 +490,8 @@ class PartsResult:
             row.update(acc.risk_quantiles(g))
             row["step_below_tol"] = None if not logged else acc.median_step(g, steps_f)
             rows.append(row)
-        if noise_option and flags["noise"]:
+        spread = noise_option and flags["noise"]
+        if spread:
             proxy = types.SimpleNamespace(settings=self.settings, member_options={
                 k: np.array([1.0 if flags[k] else 0.0], np.float32) for k in ("momentum", "weight_decay")
                 if k in self._options})
@@ -475,7 +501,8 @@ class PartsResult:
                 one = lo[g] == hi[g] and lo_noise[g] == hi_noise[g]
                 row.update(spread_columns(*acc.spread(g), problem, lo[g] if one else None,
                                           lo_noise[g] if one else None, steps))
-        return Summary(by=by, tol=tol, rows=rows)
+        spread_over = [k for k, (a, b) in spans.items() if k not in by and a != b] if spread else None
+        return Summary(by=by, tol=tol, rows=rows, notes=notes(tol, logged=bool(logged), spread_over=spread_over))
 
 
 def _group_ids(columns: dict, by: tuple, n: int, gids: dict, keys_of: list) -> np.ndarray:

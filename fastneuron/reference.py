@@ -7,7 +7,7 @@ bit for bit. Every line below, and in the optimizer's and problem's code it call
 Gaussian x come from :mod:`fastneuron.rng` and :mod:`fastneuron.normal`), is one
 separately rounded float32 operation, as the SPEC asks: no fused multiply-add, no
 reassociation, no float64 (but SPEC §3d's one float64 product of an lr and its
-schedule's factor, and §3c's tables).
+schedule's factor, and §3c's tables and float64 divisions, from the lrs as given).
 """
 
 from __future__ import annotations
@@ -46,11 +46,17 @@ class Constants(NamedTuple):
 class Members(NamedTuple):
     """Per-member constants of a block of members on its device, shape (M,).
 
-    A value every member shares may be one value expanded (stride 0): neg_lr (one lr)
-    and s_hi (seeds below 2**32, say). With ``s_lo_step`` 1, s_lo is one value
-    expanded too, the first member's low word, and member i's is ``s_lo[0] + i`` (a
-    range of seeds: the engine makes sure no low word wraps). :func:`dense_members`
-    makes every tensor hold each member's own value."""
+    A value every member shares may be one value expanded (stride 0): neg_lr and
+    neg_lr64 (one lr) and s_hi (seeds below 2**32, say). With ``s_lo_step`` 1, s_lo is
+    one value expanded too, the first member's low word, and member i's is
+    ``s_lo[0] + i`` (a range of seeds: the engine makes sure no low word wraps).
+    :func:`dense_members` makes every tensor hold each member's own value.
+
+    ``neg_lr64``: -lr in float64 as the user gave it (the Python float torch.optim
+    computes with), present when the run's arithmetic uses it: an lr schedule (SPEC §3d)
+    or an optimizer with ``LR_FLOAT64`` (Adam, SPEC §3c); None otherwise (then
+    :func:`neg_lr64` reads ``neg_lr`` exactly as float64). ``neg_lr`` is its float32
+    rounding."""
 
     s_lo: torch.Tensor  # int32 bit pattern of seed & 0xFFFFFFFF (rng.split_seeds)
     s_hi: torch.Tensor  # int32 bit pattern of seed >> 32
@@ -58,17 +64,26 @@ class Members(NamedTuple):
     options: tuple  # the optimizer's MemberOptions (fields None when off)
     problem_options: Optional[tuple] = None  # the problem's MemberOptions (None: none used)
     s_lo_step: int = 0  # 0: s_lo holds each member's word; 1: s_lo[0] + i (see above)
+    neg_lr64: Optional[torch.Tensor] = None  # float64, -lr as given (see above), or None
+
+
+def neg_lr64(members: Members) -> torch.Tensor:
+    """Each member's -lr in float64: ``members.neg_lr64``, or ``neg_lr`` (float32, exact in
+    float64) when the members carry no float64 lr."""
+    return members.neg_lr.to(torch.float64) if members.neg_lr64 is None else members.neg_lr64
 
 
 def dense_members(members: Members) -> Members:
     """``members`` with each member's own values in contiguous tensors (``members``
     itself when they are already)."""
-    s_lo, s_hi, neg_lr = members.s_lo, members.s_hi, members.neg_lr
-    if not members.s_lo_step and s_hi.is_contiguous() and neg_lr.is_contiguous():
+    s_lo, s_hi, neg_lr, lr64 = members.s_lo, members.s_hi, members.neg_lr, members.neg_lr64
+    if not members.s_lo_step and s_hi.is_contiguous() and neg_lr.is_contiguous() and \
+            (lr64 is None or lr64.is_contiguous()):
         return members
     if members.s_lo_step:
         s_lo = consecutive_words(int(s_lo[0]) & 0xFFFFFFFF, s_lo.numel(), s_lo.device)
-    return members._replace(s_lo=s_lo, s_hi=s_hi.contiguous(), neg_lr=neg_lr.contiguous(), s_lo_step=0)
+    return members._replace(s_lo=s_lo, s_hi=s_hi.contiguous(), neg_lr=neg_lr.contiguous(), s_lo_step=0,
+                            neg_lr64=None if lr64 is None else lr64.contiguous())
 
 
 class State(NamedTuple):
@@ -123,9 +138,11 @@ def apply_update(state: State, gw, gb, t, members: Members, consts: Constants, c
         gw = gw / consts.batch
         gb = gb / consts.batch
     neg_lr = members.neg_lr
-    if config.schedule:  # SPEC §3d: f32(-(float64(lr) * f[t])), the product in float64
+    if config.schedule:  # SPEC §3d: f32(-(float64(lr) * f[t])), the product in float64, lr as given
         # t.reshape(1): a tensor index into the host's table (no .item() in traced code)
-        neg_lr = (neg_lr.to(torch.float64) * consts.lr_factors[t.reshape(1)]).to(torch.float32)
+        neg_lr = (neg_lr64(members) * consts.lr_factors[t.reshape(1)]).to(torch.float32)
+    elif getattr(config.optimizer, "LR_FLOAT64", False):  # the update takes -lr in float64 (SPEC §3c)
+        neg_lr = neg_lr64(members)
     update = config.optimizer.update
     w, w_state = update(config.flags, state.weight, gw, state.weight_state, t, neg_lr, members.options,
                         consts.optimizer)
@@ -147,13 +164,17 @@ def step(state: State, samples, t, members: Members, consts: Constants, config: 
 
 
 def run_steps(state: State, t0, members: Members, consts: Constants, *, nsteps: int, config: StepConfig,
-              record: bool = False, track_divergence: bool = True):
+              record: bool = False, track_divergence: bool = True, observe=None):
     """Steps ``t0 .. t0 + nsteps - 1``; ``t0`` is a 0-dim int64 tensor with ``t0*B % 4 == 0``.
 
     Sample n = t*B + j is word ``n % 4`` of the data stream's block ``q = n // 4``;
     the alignment of ``t0`` makes ``n % 4`` a Python int, so each block of four
     samples costs one Philox call. Returns the new state and, when ``record``,
     the (nsteps, M) weights and biases after each step (else None).
+
+    ``observe(k, state)``, when given, runs after step ``t0 + k`` (``k`` a Python int)
+    with the state then: a caller that keeps only some steps' values takes them there
+    instead of the whole record (``kernels/compiled.py``'s logged rows).
 
     ``track_divergence=False`` leaves ``diverged_at`` alone; callers that use it
     rely on non-finite w or b staying non-finite (``p + (-lr)*d`` of a non-finite
@@ -171,6 +192,8 @@ def run_steps(state: State, t0, members: Members, consts: Constants, *, nsteps: 
                 block = draw(members, q0 + s // 4, consts, config)
             samples.append(block[s % 4])
         state = step(state, samples, t0 + k, members, consts, config, track_divergence)
+        if observe is not None:
+            observe(k, state)
         if record:
             ws.append(state.weight)
             bs.append(state.bias)
@@ -197,7 +220,7 @@ def sample_steps(first: int, nsamples: int, batch: int, device=None):
 
 
 def run_samples(state: State, partial, n0, steps, ends, members: Members, consts: Constants, *,
-                config: StepConfig, record: bool = False):
+                config: StepConfig, record: bool = False, observe=None):
     """Samples ``n0 .. n0 + nsamples - 1`` of the data stream (``n0`` a 0-dim int64
     tensor, a multiple of 4), the same arithmetic as :func:`run_steps` bracketed by
     samples instead of steps: where step boundaries fall is data, not code, so one
@@ -213,7 +236,8 @@ def run_samples(state: State, partial, n0, steps, ends, members: Members, consts
     elsewhere the computed update is discarded by a select. Divergence is not tracked
     (see ``track_divergence`` in :func:`run_steps`). Returns the new state, the new
     partial sums and, when ``record``, the (nsamples, M) weights and biases after each
-    sample (else None).
+    sample (else None); ``observe(i, state)``, when given, runs after sample ``n0 + i``
+    (as in :func:`run_steps`).
     """
     gw, gb = partial
     restart = torch.full_like(gw, -0.0)
@@ -231,6 +255,8 @@ def run_samples(state: State, partial, n0, steps, ends, members: Members, consts
                       tuple(torch.where(end, x, y) for x, y in zip(new.bias_state, state.bias_state)),
                       state.diverged_at)
         gw, gb = torch.where(end, restart, gw), torch.where(end, restart, gb)
+        if observe is not None:
+            observe(i, state)
         if record:
             ws.append(state.weight)
             bs.append(state.bias)

@@ -20,6 +20,11 @@ each option        float32   (M,) the optimizer's per-member options, named in t
 ``history_steps``  int64     (L,) logged steps (0, k, 2k, ...)
 ``history_weight`` float32   (L, M), only with a log
 ``history_bias``   float32   (L, M), only with a log
+``<name>_float64`` float64   (M,) the values as given of a per-member column
+                             ``<name>`` ("lrs", an option) that torch.optim's
+                             arithmetic uses in float64 (SPEC §3c, §3d), named in
+                             the header's ``float64`` list; only where some member's
+                             value is not a float32 value (absent otherwise)
 =================  ========  ===========================================
 
 :func:`load` checks the zip directory, the header (``format_version`` an int >= 1,
@@ -63,6 +68,11 @@ _ARRAYS = {
 }
 
 
+def float64_column_name(name: str) -> str:
+    """The array (file, column) that holds column ``name``'s values as given: ``lrs_float64``."""
+    return f"{name}_float64"
+
+
 @dataclass
 class TrainResult:
     """Final parameters of every member, and the history when ``log_every`` was given.
@@ -91,6 +101,12 @@ class TrainResult:
             (row i after step ``history_steps[i]``), NaN from a member's divergence on;
             None without a log.
         history_bias: float32 tensor (L, M), likewise for the bias; None without a log.
+        float64: dict of float64 tensors (M,) by column name ("lrs", an option): the
+            values as given of the columns whose float64 value torch.optim's arithmetic
+            uses (SPEC §3c, §3d: Adam's and a schedule's lr, RMSprop's alpha, AdamW's
+            weight_decay), for those where some member's value is not a float32 value
+            (empty otherwise); ``lrs`` and ``member_options`` hold their float32 rounding.
+            ``train(seeds, result.float64.get("lrs", result.lrs), ...)`` gives the run again.
 
     A grid's columns (:func:`fastneuron.grid`, or seeds given as a ``range``) stay a
     description until read: ``seeds``, ``lrs`` and ``member_options`` are expanded on
@@ -112,18 +128,22 @@ class TrainResult:
     history_steps: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
     history_weight: Optional[torch.Tensor] = None
     history_bias: Optional[torch.Tensor] = None
+    float64: dict = field(default_factory=dict)
 
     def __post_init__(self):
         # A grid's columns (fastneuron.members) stay described until read: the fields
         # leave the instance, and __getattr__ expands them on first access.
-        described = {k: v for k, v in (("seeds", self.seeds), ("lrs", self.lrs), *self.member_options.items())
+        described = {k: v for k, v in (("seeds", self.seeds), ("lrs", self.lrs), *self.member_options.items(),
+                                       *((float64_column_name(n), x) for n, x in self.float64.items()))
                      if is_column(v)}
         if not described:
             return
         self.__dict__["_described"] = described
         lazy = [k for k in ("seeds", "lrs") if k in described]
-        if described.keys() - {"seeds", "lrs"}:
+        if {k for k in described if k not in ("seeds", "lrs")} - set(map(float64_column_name, self.float64)):
             lazy.append("member_options")  # the dict is expanded whole, on first access
+        if any(is_column(x) for x in self.float64.values()):
+            lazy.append("float64")
         for k in lazy:
             self.__dict__["_lazy_" + k] = self.__dict__.pop(k)
 
@@ -144,6 +164,8 @@ class TrainResult:
                 value = value.numpy()
             elif name == "lrs":
                 value = torch.from_numpy(value.numpy())
+            elif name == "float64":
+                value = {k: torch.from_numpy(v.numpy()) if is_column(v) else v for k, v in value.items()}
             else:
                 value = {k: torch.from_numpy(v.numpy()) if is_column(v) else v for k, v in value.items()}
             d[name] = value
@@ -235,11 +257,15 @@ class TrainResult:
         if self.history_weight is not None:
             arrays["history_weight"] = self.history_weight
             arrays["history_bias"] = self.history_bias
-        dtypes = {**_ARRAYS, **dict.fromkeys(self.member_options, np.float32)}
+        float64 = {float64_column_name(k): v for k, v in self.float64.items()}
+        dtypes = {**_ARRAYS, **dict.fromkeys(self.member_options, np.float32), **dict.fromkeys(float64, np.float64)}
         arrays.update(self.member_options)
+        arrays.update(float64)
         arrays = {k: np.ascontiguousarray(np.asarray(v), dtype=dtypes[k]) for k, v in arrays.items()}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastneuron_version": __version__,
                 "member_options": list(self.member_options), "settings": self.settings}
+        if self.float64:  # (absent otherwise: such a result is the file it was before they were kept)
+            meta["float64"] = list(self.float64)
         if self.described:  # how the members were built (the arrays are saved anyway)
             meta["described"] = self.described
         arrays["settings"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -289,6 +315,10 @@ def load(path) -> TrainResult:
                 isinstance(k, str) and k not in _ARRAYS and k != "settings" for k in option_names) \
                 or len(set(option_names)) != len(option_names):
             raise ValueError(f"{path}: broken '{FORMAT}' header (member_options {option_names!r})")
+        float64_names = meta.get("float64", [])
+        if not isinstance(float64_names, list) or len(set(map(str, float64_names))) != len(float64_names) or \
+                not all(isinstance(k, str) and k in ("lrs", *option_names) for k in float64_names):
+            raise ValueError(f"{path}: broken '{FORMAT}' header (float64 {float64_names!r})")
         settings = meta["settings"]
         try:
             _settings_problem(settings)
@@ -300,7 +330,9 @@ def load(path) -> TrainResult:
             n_logged = z.header("history_steps")[1][:1] if "history_steps" in z.names else ()
             expected = {k: (dtype, n_logged + m if k in ("history_weight", "history_bias") else
                                n_logged if k == "history_steps" else m)
-                        for k, dtype in {**_ARRAYS, **dict.fromkeys(option_names, np.float32)}.items()}
+                        for k, dtype in {**_ARRAYS, **dict.fromkeys(option_names, np.float32),
+                                         **dict.fromkeys(map(float64_column_name, float64_names),
+                                                         np.float64)}.items()}
             names = z.names
             if ("history_weight" in names) != ("history_bias" in names):
                 absent = "history_bias" if "history_weight" in names else "history_weight"
@@ -314,7 +346,7 @@ def load(path) -> TrainResult:
         seeds=data["seeds"], lrs=t["lrs"], member_options={k: t[k] for k in option_names},
         weight=t["weight"], bias=t["bias"], diverged_at=t["diverged_at"], settings=settings,
         history_steps=t["history_steps"], history_weight=t.get("history_weight"),
-        history_bias=t.get("history_bias"),
+        history_bias=t.get("history_bias"), float64={k: t[float64_column_name(k)] for k in float64_names},
     )
 
 

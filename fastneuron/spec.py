@@ -29,13 +29,15 @@ from .part_writer import is_directory_path, write_manifest
 from .optim import OPTIMIZERS, run_option_names
 from .problems import PROBLEMS
 from .reference import Constants, Members, StepConfig
-from .result import TrainResult
+from .result import TrainResult, float64_column_name
 from .rng import split_seeds
 from .optim_adam import padded_table
 from .schedules import check_lr_range, make_schedule, schedule_settings
 
 #: Settings that are not part of what a run computes: a resumed run may change them.
 EXECUTION_KEYS = ("backend", "device")
+#: The most intra-op threads ``threads=`` takes (a bound against typos such as 10**6).
+MAX_THREADS = 1024
 
 
 @dataclass(frozen=True)
@@ -58,18 +60,25 @@ class RunSpec:
     checkpoint_every: float = 5.0
     resume: Optional[str] = None
     member_block: Optional[int] = None
+    # torch's intra-op threads during the run (None: as they are): how it runs, not what it computes,
+    # so not one of the settings results and checkpoints record.
+    threads: Optional[int] = None
     distributed: bool = False
     seeds_shared: bool = True  # ``seeds`` may be the caller's memory: results copy it
     lr_schedule: Any = None  # a schedule object (fastneuron.schedules), None for a constant lr
     out: Optional[str] = None  # a parts directory (fastneuron.part_writer): results stream there
     part: int = 0  # the part this process writes (its rank)
     recorded: Optional[tuple] = None  # a shard's: the whole run's per-member columns (member_columns)
+    # The values as given (float64, a stride-0 view if shared, or a grid's column) of the per-member
+    # columns whose float64 value torch.optim's arithmetic uses (float64_names), for those where some
+    # member's value is not a float32 value; the float32 columns above hold their rounding.
+    float64: dict = dataclasses.field(default_factory=dict)
 
     # -- building ---------------------------------------------------------------
     @classmethod
     def build(cls, seeds, lrs, steps, *, optimizer: str = "sgd", problem: str = "linear", batch_size=1,
               log_every=None, backend="auto", device=None, progress=None, checkpoint=None, checkpoint_every=5.0,
-              resume=None, member_block=None, distributed=False, lr_schedule=None, out=None,
+              resume=None, member_block=None, distributed=False, lr_schedule=None, out=None, threads=None,
               **options) -> "RunSpec":
         """Validate ``train()``'s arguments (see its docstring); ValueError naming the bad one.
 
@@ -84,6 +93,14 @@ class RunSpec:
             known = sorted({*member_names, *opt_names, *prob_names, *prob_member_names})
             raise ValueError(f"unknown option {unknown[0]!r} for optimizer {optimizer!r} and problem {problem!r}; "
                              f"they take: {', '.join(known)}")
+        # A grid's column (fastneuron.grid(..., a=[1, 2])) for an option that is one value for the run.
+        run_wide = sorted(k for k in options if is_column(options[k]) and k not in member_names
+                          and k not in prob_member_names)
+        if run_wide:
+            raise ValueError(f"{run_wide[0]} is run-wide for optimizer {optimizer!r} and problem {problem!r} (one "
+                             f"value for the whole run), so it cannot be an axis of fastneuron.grid: run one train() "
+                             f"per value; per member (grid axes): seeds, lrs, "
+                             f"{', '.join(sorted({*member_names, *prob_member_names}))}")
         seeds_in = seeds
         seeds = seed_range(seeds) or seeds  # a range stays three numbers, as in a grid
         if is_column(seeds):  # a grid's: described, expanded block by block on the device
@@ -94,6 +111,7 @@ class RunSpec:
         m = seeds.numel()
         if m == 0:
             raise ValueError("seeds is empty: a run needs at least one member")
+        lrs_in = lrs
         lrs = _per_member("lrs", lrs, m, lo=0.0, lo_open=True)
         member_options, problem_options = ({name: _per_member(name, options.get(name, b.default), m, lo=b.lo,
                                                               lo_open=b.lo_open, hi=b.hi) for name, b in names.items()}
@@ -103,13 +121,22 @@ class RunSpec:
         prob = prob_cls(**{k: options[k] for k in prob_names if k in options})
         steps = V.check_int("steps", steps, 0)
         schedule = make_schedule(lr_schedule)
+        # torch.optim computes some things from the Python floats it was given, in float64, before
+        # rounding to float32 (SPEC §3c, §3d): those values are kept as given, where not float32 values.
+        given = {"lrs": lrs_in, **{name: options.get(name, b.default) for name, b in member_names.items()}}
+        float64 = {}
+        for name in float64_names(opt, schedule is not None):
+            f32 = lrs if name == "lrs" else member_options[name]
+            x = f32.float64_column() if is_column(f32) else V.float64_values(given[name], f32)
+            if x is not None:
+                float64[name] = x
         if schedule is not None:
             if opt_cls.name != "sgd":
                 raise ValueError(f"lr_schedule works with optimizer='sgd' (torch.optim.SGD under LambdaLR), "
                                  f"not {opt_cls.name!r}")
             # A bad factor (negative, not finite) is refused here, naming its step, and so is an lr
             # that leaves float32's range (torch.optim refuses it too).
-            check_lr_range(schedule.factors(steps), float(V.distinct(lrs).max()))
+            check_lr_range(schedule.factors(steps), float(V.distinct(float64.get("lrs", lrs)).max()))
         # Arrays of 64-bit integers are used in place (V.seeds_to_int64); all else is ours.
         seeds_shared = isinstance(seeds_in, (np.ndarray, torch.Tensor))
         checkpoint_every = V.check_float("checkpoint_every", checkpoint_every)
@@ -126,7 +153,8 @@ class RunSpec:
             progress=progress, checkpoint=_path(checkpoint), checkpoint_every=checkpoint_every,
             resume=_path(resume), out=out,
             member_block=None if member_block is None else V.check_int("member_block", member_block, 1),
-            distributed=bool(distributed), seeds_shared=seeds_shared, lr_schedule=schedule,
+            threads=None if threads is None else V.check_int("threads", threads, 1, MAX_THREADS),
+            distributed=bool(distributed), seeds_shared=seeds_shared, lr_schedule=schedule, float64=float64,
         )
 
     # -- what the run is ----------------------------------------------------------
@@ -153,11 +181,17 @@ class RunSpec:
         (seeds, lrs, the optimizer's options in order, then the problem's that some member
         uses: a run without noise has the digest it had before noise existed). When some
         column is a grid's (:mod:`fastneuron.members`), the grid's columns and the values
-        shared by every member count by their description: O(axes), not O(M)."""
+        shared by every member count by their description: O(axes), not O(M). Then, each
+        under its name, the values as given of ``float64`` (none when every value is a
+        float32 value: such a run has the digest it had before they were kept)."""
         h = hashlib.sha256(str(len(self)).encode())
-        columns = (self.seeds, self.lrs, *self.member_options.values(), *self.used_problem_options.values())
-        described = any(is_column(x) for x in columns)
-        for x in columns:
+        columns = [(None, x) for x in (self.seeds, self.lrs, *self.member_options.values(),
+                                       *self.used_problem_options.values())]
+        columns += [(f"float64 {name}", x) for name, x in self.float64.items()]
+        described = any(is_column(x) for _, x in columns)
+        for label, x in columns:
+            if label is not None:
+                h.update(label.encode())
             if described and (c := describe(x)) is not None:
                 h.update(b"grid-column" + json.dumps(c.to_json()).encode())
                 continue
@@ -217,7 +251,12 @@ class RunSpec:
         words, the low one with ``s_lo_step`` 1 (:class:`~fastneuron.reference.Members`).
         Nothing of size M is made for them here: the Triton kernels read them so, the
         engine makes them dense for the other backends. The options are copied, since a
-        view here would make torch.compile guard on its base."""
+        view here would make torch.compile guard on its base.
+
+        Where the run's arithmetic uses an lr as given (:func:`float64_names`), ``neg_lr64``
+        is -lr in float64 (shared as ``neg_lr`` is); the optimizer's ``derived_options``
+        (RMSprop's ``f32(1 - alpha)``, AdamW's ``f32(1 - lr*wd)``) are computed here, on the
+        device, from the float64 values as given (SPEC §3c)."""
         first = self.seeds.consecutive_seeds(start, stop) if is_column(self.seeds) and not pad else None
         if first is None:
             s_lo, s_hi, s_lo_step = *split_seeds(take(self.seeds, start, stop, device, pad, copy=False)), 0
@@ -236,11 +275,28 @@ class RunSpec:
             return {name: take(x, start, stop, device, pad) if getattr(flags, name, True) else None
                     for name, x in values.items()}
 
+        values64 = {name: self._float64_block(name, start, stop, device, pad)
+                    for name in float64_names(self.optimizer, self.lr_schedule is not None)}
+        optimizer_options = options(self.member_options, self.flags)
+        derive = getattr(self.optimizer, "derived_options", None)
+        if derive is not None:
+            optimizer_options.update(derive(self.flags, values64))
         return Members(s_lo=s_lo, s_hi=s_hi, neg_lr=neg_lr,
-                       options=self.optimizer.MemberOptions(**options(self.member_options, self.flags)),
+                       options=self.optimizer.MemberOptions(**optimizer_options),
                        problem_options=self.problem.MemberOptions(**options(self.problem_options,
                                                                             self.problem_flags)),
-                       s_lo_step=s_lo_step)
+                       s_lo_step=s_lo_step, neg_lr64=-values64["lrs"] if "lrs" in values64 else None)
+
+    def _float64_block(self, name: str, start: int, stop: int, device: torch.device, pad: int) -> torch.Tensor:
+        """Members [start, stop) (plus ``pad``) of column ``name``'s values as given, float64 on
+        ``device``: ``float64[name]``, or the float32 column (exact in float64) when every
+        value is a float32 value. One value shared by every member stays one value expanded."""
+        x = self.float64.get(name)
+        if x is None:
+            x = self.lrs if name == "lrs" else self.member_options[name]
+        if not pad and not is_column(x) and x.stride(0) == 0:
+            return x[:1].to(device, torch.float64).expand(stop - start)
+        return take(x, start, stop, device, pad, copy=False).to(torch.float64)
 
     def shard(self, start: int, stop: int, device: torch.device, suffix: str, progress: Optional[bool],
               part: int = 0) -> "RunSpec":
@@ -251,6 +307,7 @@ class RunSpec:
         return dataclasses.replace(
             self, seeds=self.seeds[start:stop], lrs=self.lrs[start:stop],
             member_options={k: v[start:stop] for k, v in self.member_options.items()},
+            float64={k: v[start:stop] for k, v in self.float64.items()},
             problem_options={k: v[start:stop] for k, v in self.problem_options.items()}, device=device,
             backend=backend, progress=progress, distributed=False,
             checkpoint=None if self.checkpoint is None else self.checkpoint + suffix,
@@ -259,10 +316,13 @@ class RunSpec:
 
     def member_columns(self) -> dict:
         """The per-member columns a result records, by name: seeds, lrs, the optimizer's
-        options, the problem's that some member uses (of the whole run, for a shard: every
-        part of a parts directory holds the same columns)."""
-        columns = {"seeds": self.seeds, "lrs": self.lrs, **self.member_options, **self.problem_options}
-        names = self.recorded or ("seeds", "lrs", *self.member_options, *self.used_problem_options)
+        options, the problem's that some member uses, then the values as given of
+        ``float64`` (``lrs_float64``, say) (of the whole run, for a shard: every part of a
+        parts directory holds the same columns)."""
+        columns = {"seeds": self.seeds, "lrs": self.lrs, **self.member_options, **self.problem_options,
+                   **{float64_column_name(k): v for k, v in self.float64.items()}}
+        names = self.recorded or ("seeds", "lrs", *self.member_options, *self.used_problem_options,
+                                  *map(float64_column_name, self.float64))
         return {k: columns[k] for k in names}
 
     # -- results -----------------------------------------------------------------
@@ -272,7 +332,7 @@ class RunSpec:
         described = {k: c.to_json() for k, x in self.member_columns().items() if (c := describe(x)) is not None}
         write_manifest(self.out, settings={**self.settings, **extra_settings}, n_members=len(self),
                        member_options=[*self.member_options, *self.used_problem_options], described=described,
-                       history_steps=self.logged_steps.tolist(), bounds=bounds)
+                       history_steps=self.logged_steps.tolist(), bounds=bounds, float64=list(self.float64))
 
     def result(self, weight, bias, diverged_at, history_weight=None, history_bias=None, **extra_settings):
         """The :class:`~fastneuron.result.TrainResult` of this run from its final arrays."""
@@ -282,7 +342,18 @@ class RunSpec:
             member_options={**self.member_options, **self.used_problem_options}, weight=weight, bias=bias,
             diverged_at=diverged_at,
             settings={**self.settings, **extra_settings}, history_steps=self.logged_steps,
-            history_weight=history_weight, history_bias=history_bias)
+            history_weight=history_weight, history_bias=history_bias, float64=dict(self.float64))
+
+
+def float64_names(optimizer, schedule: bool) -> tuple:
+    """The per-member columns whose float64 value, as given, the run's arithmetic uses
+    (SPEC §3c, §3d): "lrs" with an lr schedule (``base_lr * factor`` in float64) or an
+    optimizer whose update takes -lr in float64 (``LR_FLOAT64``: Adam's ``lr /
+    bias_correction1``), then the optimizer's ``float64_options()`` (RMSprop's alpha,
+    AdamW's weight_decay)."""
+    lr = schedule or getattr(type(optimizer), "LR_FLOAT64", False)
+    own = getattr(optimizer, "float64_options", None)
+    return (("lrs",) if lr else ()) + (tuple(own()) if own is not None else ())
 
 
 def take(x: torch.Tensor, start: int, stop: int, device, pad: int = 0, *, dim: int = 0,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
+
 
 @dataclass
 class Summary:
@@ -13,6 +15,9 @@ class Summary:
     by: tuple
     tol: float
     rows: list
+    #: Lines printed under the table (:func:`notes`): why a column is empty, what the
+    #: spread columns are the spread over.
+    notes: tuple = ()
 
     def to_dataframe(self):
         """The rows as a pandas DataFrame (pandas is optional)."""
@@ -38,7 +43,7 @@ class Summary:
     def __str__(self) -> str:
         cols = [*self.by, "count", "diverged", "risk_median", "risk_p10", "risk_p90", "step_below_tol"]
         head = [*self.by, "count", "diverged", "risk median", "risk p10", "risk p90", f"step risk<{self.tol:g}"]
-        if self.rows and "w_std" in self.rows[0]:  # label noise: the spread over seeds
+        if self.rows and "w_std" in self.rows[0]:  # label noise: the spread over each group's members
             cols += list(SPREAD_COLUMNS)
             head += ["w std", "w std se", "w std pred", "b std", "b std se", "b std pred"]
 
@@ -53,13 +58,37 @@ class Summary:
         widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(head)]
         lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
         lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.notes])
 
     __repr__ = __str__
 
 
 #: The spread columns of a result with label noise (see :func:`summarize`).
 SPREAD_COLUMNS = ("w_std", "w_std_se", "w_std_pred", "b_std", "b_std_se", "b_std_pred")
+
+
+def notes(tol: float, *, logged: bool, spread_over: Optional[list] = None) -> tuple:
+    """The lines under a summary's table. Without a log (``logged`` False) the column of
+    the first step below ``tol`` is all "-": say that it needs ``log_every``. With the
+    spread columns (``spread_over``: the member columns, not in ``by``, whose values
+    differ between members; None without those columns), say what they are the spread
+    over: over the seeds only when the seeds are what differs within a group."""
+    lines = []
+    if not logged:
+        lines.append(f"step risk<{tol:g}: needs a log (train with log_every=k, or --log-every K)")
+    if spread_over is not None:
+        differ = " and ".join(spread_over) if spread_over else "nothing (no spread)"
+        lines.append(f"w std, b std (se: standard error): the spread of the final w, b over each group's members, "
+                     f"which differ in {differ}")
+        lines.append("w std pred, b std pred: theory's spread over seeds, for a group of one lr and one noise "
+                     "(plain SGD; else nan)")
+    return tuple(lines)
+
+
+def varying(columns: dict, by: tuple) -> list:
+    """The names of ``columns`` (see :func:`member_columns`) not in ``by`` whose values
+    are not all equal, in the columns' order."""
+    return [k for k, x in columns.items() if k not in by and len(x) and x.min() != x.max()]
 
 
 def summarize(result, by=("lr",), tol: float = 1e-4) -> Summary:
@@ -83,7 +112,11 @@ def summarize(result, by=("lr",), tol: float = 1e-4) -> Summary:
       (:func:`fastneuron.theory.mean_square_edge`).
 
     Without label noise (no ``noise`` option, or 0 for every member) the rows are exactly
-    as before: no spread columns."""
+    as before: no spread columns.
+
+    The printed table (``str()``) ends with :func:`notes`: that the step column needs a
+    log, when there is none; what the spread columns are the spread over (the columns
+    not in ``by`` that vary: the seeds for ``by="lr"``, the lrs for ``by="seed"``)."""
     columns = member_columns(result)
     by = check_by(by, columns, tol)
     keys = group_keys(columns, by, len(result))
@@ -103,9 +136,11 @@ def summarize(result, by=("lr",), tol: float = 1e-4) -> Summary:
         row["step_below_tol"] = None if first_below is None else median_step(first_below[idx])
         rows.append(row)
     noise = result.member_options.get("noise")
-    if noise is not None and bool((np.asarray(noise) > 0).any()):
+    spread = noise is not None and bool((np.asarray(noise) > 0).any())
+    if spread:
         _add_spread(result, groups, rows, diverged)
-    return Summary(by=by, tol=tol, rows=rows)
+    return Summary(by=by, tol=tol, rows=rows, notes=notes(tol, logged=first_below is not None,
+                                                          spread_over=varying(columns, by) if spread else None))
 
 
 # -- the pieces of a summary, shared with fastneuron.parts (which streams over parts) --------

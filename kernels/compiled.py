@@ -25,6 +25,13 @@ step or sample is a tensor) and every value of the settings (tensors too); what 
 left over at the end of a run (less than a segment) runs the same functions
 uncompiled.
 
+A log (``log_every=k``) keeps only its rows: a segment without a logged step runs the
+unlogged graph; one with a logged step runs a second graph that also writes the state
+after that step, picked by selects in registers (:func:`log_stride`; every k >= 12 at
+B = 1 shares it), and the stepper copies that row into the history. Nothing records
+every step (before issue 22 the compiled path returned each step's (w, b) and kept a
+few of them). Its cost and the measurement: :class:`CompiledStepper`.
+
 Divergence (SPEC §4) is found once per call, not per step. A non-finite w or b
 never becomes finite again (``p + (-lr)*d`` of a non-finite p is non-finite), so a
 member that is non-finite after a call and was not before diverged inside it; the
@@ -41,6 +48,7 @@ from torch.utils import _pytree as pytree
 
 from fastneuron.reference import (Constants, History, Members, State, StepConfig, keep_logged, run_samples,
                                   run_steps, sample_steps, seed_words)
+from fastneuron.kernels.inductor_cache import inductor_backend
 from fastneuron.rng import init_params
 
 #: Samples per compiled call (see the module docstring for the measurement).
@@ -87,34 +95,80 @@ def _whole_steps(config: StepConfig) -> int:
     return n // config.batch_size if n % config.batch_size == 0 else 0
 
 
-def _segment_fn(state: State, partial, out: State, out_partial, first: torch.Tensor, where, members: Members,
-                consts: Constants, *, config: StepConfig, record: bool):
-    """One segment from step (whole steps) or sample ``first``, written into ``out``;
-    ``where`` is :func:`~fastneuron.reference.sample_steps` of a segment of samples."""
+def _slots(config: StepConfig) -> int:
+    """The states a segment passes through: one after each of its steps (whole steps) or samples."""
+    return _whole_steps(config) or segment_samples(config)
+
+
+def log_stride(config: StepConfig, log_every: int) -> int:
+    """Slots between two logged states of one segment: ``log_every`` steps (times B in
+    segments of samples) when a segment can end more than one logged step, else all its
+    slots (one logged state at most, at any of them). The logged graph's key: every
+    ``log_every`` of at least the steps a segment ends (12 at B = 1) shares one graph."""
     k = _whole_steps(config)
+    ends = k or -(-segment_samples(config) // config.batch_size)
+    return _slots(config) if log_every >= ends else log_every * (1 if k else config.batch_size)
+
+
+def _segment_fn(state: State, partial, out: State, out_partial, first: torch.Tensor, where, members: Members,
+                consts: Constants, picks: torch.Tensor, rows_out, *, config: StepConfig, stride: int):
+    """One segment from step (whole steps) or sample ``first``, written into ``out``;
+    ``where`` is :func:`~fastneuron.reference.sample_steps` of a segment of samples.
+
+    ``stride`` > 0 (:func:`log_stride`; 0: no log): the logged states as well. Row r
+    of ``ceil(slots / stride)`` is the state after slot ``picks[r]`` (int64, one per
+    row), which lies in slots ``[r * stride, (r + 1) * stride)``; ``rows_out[2r]``
+    and ``rows_out[2r + 1]`` get its (w, b), a select per candidate slot on the states
+    the segment passes through, in registers: no (steps, M) record. A row past the
+    segment's logged states (``picks[r]`` -1) holds any of its candidates."""
+    k, n_slots = _whole_steps(config), _slots(config)
+    kept: list = [None] * (-(-n_slots // stride) if stride else 0)
+
+    def observe(i: int, cur: State) -> None:
+        r = i // stride
+        if i % stride == 0:  # the row's first candidate
+            kept[r] = (cur.weight, cur.bias)
+        else:
+            hit = picks[r] == i
+            kept[r] = (torch.where(hit, cur.weight, kept[r][0]), torch.where(hit, cur.bias, kept[r][1]))
+
     if k:
-        new, history = run_steps(state, first, members, consts, nsteps=k, config=config, record=record,
-                                 track_divergence=False)
+        new, _ = run_steps(state, first, members, consts, nsteps=k, config=config, track_divergence=False,
+                           observe=observe if stride else None)
     else:
-        new, new_partial, history = run_samples(state, partial, first, *where, members, consts, config=config,
-                                                record=record)
+        new, new_partial, _ = run_samples(state, partial, first, *where, members, consts, config=config,
+                                          observe=observe if stride else None)
         for dst, src in zip(out_partial, new_partial):
             dst.copy_(src)
     # Written into the caller's buffers: fresh outputs every chunk cost about 10% (the
     # first touch of new pages).
     for dst, src in zip(_values(out), _values(new)):
         dst.copy_(src)
+    for r, (w, b) in enumerate(kept):
+        rows_out[2 * r].copy_(w)
+        rows_out[2 * r + 1].copy_(b)
     # 0 while every w and b is finite, NaN otherwise (inf*0 and NaN*0 are NaN): one
     # in-graph reduction a segment instead of per-step tracking (isfinite, compare and
     # an int64 select each step cost a third of the throughput). amax, not sum: a float
     # sum over more than 4096 members makes Inductor guard on M and compile a second graph.
-    return history, _probe(new)
+    return _probe(new)
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_segment(config: StepConfig, record: bool, device_type: str):
-    """The compiled segment for this static config (compiled on first call)."""
-    fn = functools.partial(_segment_fn, config=config, record=record)
+def compiled_segment(config: StepConfig, stride: int, device_type: str):
+    """The compiled segment for this static config and log stride (0: no log; see
+    :func:`log_stride`), compiled on first call."""
+    fn = functools.partial(_segment_fn, config=config, stride=stride)
+    return _compile(fn, device_type)
+
+
+def _compile(fn, device_type: str):
+    """``torch.compile(fn)`` with Inductor and :func:`_options`; on CPU Inductor compiles
+    in the cache directory of this CPU kind and vector ISA (:mod:`.inductor_cache`: its
+    own key leaves the ISA out, and code cached under another ISA fails to build or runs
+    scalar), set only while it compiles, not around every call."""
+    if device_type == "cpu":
+        return torch.compile(fn, fullgraph=True, backend=inductor_backend(_options(device_type)))
     return torch.compile(fn, fullgraph=True, options=_options(device_type))
 
 
@@ -142,7 +196,7 @@ def _options(device_type: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _compiled_init(device_type: str):
-    return torch.compile(init_params, fullgraph=True, options=_options(device_type))
+    return _compile(init_params, device_type)
 
 
 #: Up to this many members the init runs eagerly: 5 ms at 2**16 on the 2-core cpu
@@ -197,6 +251,20 @@ def _keep_logged_samples(recorded, first: int, n: int, batch: int, history: Opti
             history.bias[row] = recorded[1][i]
 
 
+def _logged_slots(first: int, config: StepConfig, every: int) -> list:
+    """[(slot, row)] of the segment from step (whole steps) or sample ``first``: the
+    offsets in it of the states after logged steps, and their history rows."""
+    k = _whole_steps(config)
+    if k:
+        return [(s - first, s // every) for s in range(-(-first // every) * every, first + k, every)]
+    batch, hits = config.batch_size, []
+    for i in range(segment_samples(config)):
+        done = first + i + 1
+        if done % batch == 0 and (done // batch - 1) % every == 0:
+            hits.append((i, (done // batch - 1) // every))
+    return hits
+
+
 def _pick(tree, idx):
     """The members ``idx`` of every (M,) tensor in ``tree`` (0-dim tensors stay)."""
     return pytree.tree_map(lambda x: x[idx] if isinstance(x, torch.Tensor) and x.dim() == 1 else x, tree)
@@ -214,6 +282,7 @@ class CompiledStepper:
 
     def __init__(self) -> None:
         self._pool: list = []  # [(State, (gw, gb) or None)], buffers of the block's shape
+        self._row_buffers: tuple = ()  # a segment's logged (w, b), see _rows
 
     def init(self, members: Members, config: StepConfig):
         s_lo, s_hi = seed_words(members)
@@ -225,6 +294,18 @@ class CompiledStepper:
                  config: StepConfig, history: Optional[History]) -> State:
         """Run steps ``t0 .. t0 + nsteps - 1``: whole segments compiled, the rest eager.
 
+        With ``history``, the logged rows only (see the module docstring). What a log
+        costs ``train()`` against the same run unlogged, M = 2**18 and 200,000, T = 6000
+        (2-core AMD EPYC VM, AVX-512, torch 2.13, 2026-12-07; ``python bench/log_cost.py``,
+        bench/results/log-cost-2026-12-07.txt; 2 threads, wall / 1 thread, CPU seconds):
+        k = 1000: 0-3% / 0%; k = 100: 6-8% / 6-7%; k = 10: 38-43% / 37-40% (before:
+        75-85% / 44-79% for every k). Most of what is left is the history's new memory:
+        writing its rows alone (8 bytes a member a row, first touch of the pages) costs
+        3-5% at k = 100 and 27-34% at k = 10 on that machine, whose step is fast
+        (1.8e9 neuron-steps/s unlogged); the logged graph itself about 11% more than the
+        unlogged one per segment that runs it. A cold compile of the logged graph: 11-14 s,
+        beside the unlogged graph's (which unlogged runs share).
+
         Members found diverged are parked at the problem's rest point (where every
         gradient is 0) with zeroed optimizer state, so that they stop setting off the
         probe; they are reported as NaN (final values, and history from
@@ -232,34 +313,50 @@ class CompiledStepper:
         """
         start, record = state, history is not None
         spares = self._spares(state)
-        segment = compiled_segment(config, record, state.weight.device.type)
+        device_type, dev = state.weight.device.type, state.weight.device
+        k, batch, n_seg = _whole_steps(config), config.batch_size, segment_samples(config)
+        every = history.log_every if record else 0
+        # Segments without a logged step run the unlogged graph; those with one, the logged graph.
+        plain = compiled_segment(config, 0, device_type)
+        stride = log_stride(config, every) if record else 0
+        logged = compiled_segment(config, stride, device_type) if record else None
+        rows_out = self._rows(state.weight, -(-_slots(config) // stride) if record else 0)
+        no_picks = torch.empty(0, dtype=torch.int64, device=dev)
         mark_members_dynamic(members)
         probes = []
-        k, batch, n_seg = _whole_steps(config), config.batch_size, segment_samples(config)
 
         def compiled(cur: State, partial, first: int):
             (out, out_partial), spares[:] = spares[0], spares[::-1]
             out = out._replace(diverged_at=cur.diverged_at)
             mark_members_dynamic(cur, out, partial, out_partial)
-            dev = cur.weight.device
             at = torch.tensor(first, dtype=torch.int64, device=dev)
             where = () if k else sample_steps(first, n_seg, batch, dev)
+            hits = _logged_slots(first, config, every) if record else []
             with torch._dynamo.config.patch(_DYNAMO_CONFIG):
-                recorded, probe = segment(cur, partial, out, out_partial, at, where, members, consts)
+                if hits:
+                    picks = [i for i, _ in hits]
+                    picks = torch.tensor(picks + [-1] * (len(rows_out) // 2 - len(picks)), dtype=torch.int64,
+                                         device=dev)
+                    probe = logged(cur, partial, out, out_partial, at, where, members, consts, picks, rows_out)
+                else:
+                    probe = plain(cur, partial, out, out_partial, at, where, members, consts, no_picks, ())
             probes.append(probe)
-            return out, out_partial, recorded
+            for r, (_, row) in enumerate(hits):
+                history.weight[row].copy_(rows_out[2 * r])
+                history.bias[row].copy_(rows_out[2 * r + 1])
+            return out, out_partial
 
         if k:  # segments of k whole steps
             t, stop = t0, t0 + nsteps
             while t < stop:
                 n = min(k, stop - t)
                 if n == k:
-                    state, _, recorded = compiled(state, (), t)
+                    state, _ = compiled(state, (), t)
                 else:
                     state, recorded = run_steps(state, torch.tensor(t), members, consts, nsteps=n, config=config,
                                                 record=record, track_divergence=False)
                     probes.append(_probe(state))
-                keep_logged(recorded, t, n, history)
+                    keep_logged(recorded, t, n, history)
                 t += n
         else:  # segments of n_seg samples, steps ending anywhere in them
             partial = (torch.full_like(state.weight, -0.0), torch.full_like(state.weight, -0.0))
@@ -267,17 +364,25 @@ class CompiledStepper:
             while i < stop:
                 n = min(n_seg, stop - i)
                 if n == n_seg:
-                    state, partial, recorded = compiled(state, partial, i)
+                    state, partial = compiled(state, partial, i)
                 else:
                     state, partial, recorded = run_samples(state, partial, torch.tensor(i),
                                                            *sample_steps(i, n, batch, state.weight.device),
                                                            members, consts, config=config, record=record)
                     probes.append(_probe(state))
-                _keep_logged_samples(recorded, i, n, batch, history)
+                    _keep_logged_samples(recorded, i, n, batch, history)
                 i += n
         if any(bool(torch.isnan(p)) for p in probes):
             state = self._replay_diverged(start, state, torch.tensor(t0), members, consts, nsteps, config)
         return state
+
+    def _rows(self, like: torch.Tensor, n_rows: int) -> tuple:
+        """``2 * n_rows`` buffers of ``like``'s shape for a segment's logged (w, b), reused."""
+        rows = self._row_buffers
+        if len(rows) != 2 * n_rows or (rows and (rows[0].shape != like.shape or rows[0].device != like.device)):
+            rows = self._row_buffers = tuple(torch.empty_like(like) for _ in range(2 * n_rows))
+            mark_members_dynamic(rows)
+        return rows
 
     def _spares(self, state: State) -> list:
         """Two buffer sets (state, gradient sums) of ``state``'s shape, neither holding

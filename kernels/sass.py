@@ -134,11 +134,13 @@ class KernelInfo:
 
 KERNELS = {
     "sgd": KernelInfo(KERNEL_SOURCE, "sgd_kernel",
-                      {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64", "fac_ptr": "*fp64"},
+                      {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64", "fac_ptr": "*fp64",
+                       "neg_lr64_ptr": "*fp64"},
                       dict(INIT=False, WEIGHT_DECAY=False, MOMENTUM=False, NESTEROV=False, HISTORY=False, NOISE=False,
                            NORMAL=False, SCHEDULE=False), VARIANTS),
     "adam": KernelInfo(ADAM_SOURCE, "adam_kernel",
-                       {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64", "tab_ptr": "*fp64"},
+                       {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64", "tab_ptr": "*fp64",
+                        "neg_lr64_ptr": "*fp64"},
                        dict(OPTIMIZER=0, WEIGHT_DECAY=False, AMSGRAD=False, LERP_SMALL=True, CENTERED=False,
                             MOMENTUM=False, HISTORY=False, NOISE=False, NORMAL=False), ADAM_VARIANTS),
 }

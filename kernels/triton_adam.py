@@ -20,7 +20,10 @@ no division on the device, and give the same bits:
   (:func:`_div_by_table`, with why that is exact).
 
 ``tests/test_triton_adam.py`` checks both against the plain divisions on hard inputs.
-AdamW's ``f32(1 - float64(lr) * float64(wd))`` is computed once per launch in float64.
+The lr there is -lr in float64 as the user gave it (``members.neg_lr64``, SPEC §3c);
+AdamW's ``f32(1 - lr*wd)`` and RMSprop's ``f32(1 - alpha)``, float64 arithmetic on the
+values as given, come per member from the host's block of members (the optimizer's
+``derived_options``: ``options.decay``, ``options.one_minus_alpha``).
 
 Bit-exactness: every float32 line of SPEC §3c is one separately rounded float32 op. The
 kernel is compiled with ``enable_fp_fusion=False`` (no FMA contraction), divides with
@@ -49,9 +52,10 @@ from fastneuron.kernels.triton_common import (FLT_MAX, _check_history, _check_me
                                               _grad_step, _log, _member_words, _unrolled_grad,
                                               problem_kernel_flags, problem_member_options)
 from fastneuron.problems import LinearTarget
+from fastneuron.reference import neg_lr64 as member_neg_lr64
 
 #: Members per program and warps per program on a GPU: one member a thread (128 threads).
-#: A member's Adam state (w, b, two or three moments each, -lr in float64, eps, wd) leaves
+#: A member's Adam state (w, b, two or three moments each, -lr in float64, eps, wd, decay) leaves
 #: no room for a second one within MAX_REGISTERS: with 2 members a thread (256) ptxas
 #: spills to local memory inside the loop; with one it needs 64 registers and spills
 #: nothing (``python -m fastneuron.kernels.sass``), 8 blocks per SM.
@@ -120,7 +124,8 @@ def _step_size(neg_lr64, bc1, inv_bc1):
     - the second is exact by Markstein's theorem (q faithful, y within half an ulp of 1/B:
       the residual is exact and RN(q + r*y) is RN(L/B)).
 
-    No under- or overflow: |L| in [2**-149, 2**128), B in [2**-53, 1]. This is div.rn.f64's
+    No under- or overflow: |L| in (2**-150, 2**128) (a float64 lr as given whose float32
+    value is finite and > 0), B in [2**-53, 1]. This is div.rn.f64's
     own fast path with the reciprocal made exact on the host, so no slow path is needed;
     the fmas compute the division, nothing of the SPEC's float32 arithmetic is fused."""
     q = neg_lr64 * inv_bc1
@@ -212,9 +217,10 @@ def _finish_step(i, gw, gb, w, b, mw, mb, vw, vb, xw, xb, n_bad, tab_ptr,
 @triton.jit(do_not_specialize=["t0", "nsteps", "log_every"])
 def adam_kernel(
     s_lo_ptr, s_hi_ptr, neg_lr_ptr, eps_ptr, wd_ptr, alpha_ptr, noise_ptr, prob_ptr, tab_ptr,
+    neg_lr64_ptr, decay_ptr, wa_ptr,
     w_ptr, b_ptr, s0w_ptr, s0b_ptr, s1w_ptr, s1b_ptr, s2w_ptr, s2b_ptr, div_ptr,
     hist_w_ptr, hist_b_ptr,
-    n_members, t0, nsteps, log_every, s_lo_stride, s_lo_step, s_hi_stride, lr_stride,
+    n_members, t0, nsteps, log_every, s_lo_stride, s_lo_step, s_hi_stride, lr_stride, lr64_stride,
     BLOCK: tl.constexpr, BATCH: tl.constexpr, GROUP: tl.constexpr, UNROLL: tl.constexpr,
     OPTIMIZER: tl.constexpr, WEIGHT_DECAY: tl.constexpr, AMSGRAD: tl.constexpr, LERP_SMALL: tl.constexpr,
     CENTERED: tl.constexpr, MOMENTUM: tl.constexpr, HISTORY: tl.constexpr, NOISE: tl.constexpr,
@@ -227,7 +233,13 @@ def adam_kernel(
     - ``s_lo_ptr``, ``s_hi_ptr``: int32 (M,), the seed's low / high 32-bit words (bit patterns):
       member i's are ``s_lo_ptr[i*s_lo_stride] + i*s_lo_step`` (mod 2**32) and
       ``s_hi_ptr[i*s_hi_stride]``.
-    - ``neg_lr_ptr``: float32 (M,), -lr; member i's at ``neg_lr_ptr + i*lr_stride``.
+    - ``neg_lr_ptr``: float32 (M,), -lr; member i's at ``neg_lr_ptr + i*lr_stride``; read
+      by RMSprop.
+    - ``neg_lr64_ptr``: float64 (M,), -lr as given (SPEC §3c); member i's at
+      ``neg_lr64_ptr + i*lr64_stride``; read by Adam and AdamW.
+    - ``decay_ptr``: float32 (M,), AdamW's f32(1 - lr*wd); read only when OPTIMIZER ==
+      ADAMW and WEIGHT_DECAY.
+    - ``wa_ptr``: float32 (M,), RMSprop's f32(1 - alpha); read only when OPTIMIZER == RMSPROP.
     - ``eps_ptr``: float32 (M,), eps.
     - ``wd_ptr``: float32 (M,), weight decay; read only when WEIGHT_DECAY.
     - ``alpha_ptr``: float32 (M,), RMSprop's alpha; read only when OPTIMIZER == RMSPROP.
@@ -249,8 +261,9 @@ def adam_kernel(
       r*log_every; used only when HISTORY.
 
     Scalars: ``t0`` (with ``t0*B % 4 == 0``), ``nsteps``, ``log_every`` (any value >= 1
-    when not HISTORY); the strides ``s_lo_stride``, ``s_hi_stride``, ``lr_stride``: 1, or 0
-    when every member shares the value (the tensor holds one, expanded); ``s_lo_step``:
+    when not HISTORY); the strides ``s_lo_stride``, ``s_hi_stride``, ``lr_stride``,
+    ``lr64_stride``: 1, or 0 when every member shares the value (the tensor holds one,
+    expanded); ``s_lo_step``:
     0, or 1 for a range of seeds (with ``s_lo_stride`` 0: the first member's word, plus i).
 
     One program instance takes members ``pid*BLOCK .. pid*BLOCK + BLOCK - 1`` and runs all
@@ -283,17 +296,18 @@ def adam_kernel(
     if NOISE:
         sigma = tl.load(noise_ptr + offs, mask=mask, other=0.0)
 
-    neg_lr64 = neg_lr.to(tl.float64)  # exact: -float64(lr)
+    neg_lr64 = tl.zeros([BLOCK], dtype=tl.float64)
     decay = zero
-    if OPTIMIZER == ADAMW:
-        if WEIGHT_DECAY:
-            # f32(1 - float64(lr)*float64(wd)): the product is exact, the subtraction rounded.
-            decay = (1.0 + neg_lr64 * wd.to(tl.float64)).to(tl.float32)
+    if OPTIMIZER != RMSPROP:
+        neg_lr64 = tl.load(neg_lr64_ptr + offs * lr64_stride, mask=mask, other=0.0)  # -lr as given
+        if OPTIMIZER == ADAMW:
+            if WEIGHT_DECAY:
+                decay = tl.load(decay_ptr + offs, mask=mask, other=1.0)  # f32(1 - lr*wd), float64 arithmetic
     alpha = zero
     wa = zero
     if OPTIMIZER == RMSPROP:
         alpha = tl.load(alpha_ptr + offs, mask=mask, other=0.0)
-        wa = 1.0 - alpha  # float32, SPEC §3c
+        wa = tl.load(wa_ptr + offs, mask=mask, other=0.0)  # f32(1 - alpha), the subtraction in float64
 
     w = tl.load(w_ptr + offs, mask=mask, other=0.0)
     b = tl.load(b_ptr + offs, mask=mask, other=0.0)
@@ -389,14 +403,15 @@ def adam_kernel(
 
 
 def _launch(members, prob: torch.Tensor, tables, flags: dict, batch: int, state, t0: int, nsteps: int,
-            history, *, block_size: Optional[int], problem_flags) -> None:
+            history, *, block_size: Optional[int], problem_flags, neg_lr64: Optional[torch.Tensor] = None) -> None:
     """One launch of :func:`adam_kernel` on checked inputs.
 
     ``prob``: float32 (N_CONSTANTS,) in kernel order; ``tables``: float64 (nsteps, 3) as
     :func:`step_tables` gives for steps t0 .., or None (RMSprop); ``flags``: the kernel's
     option constexprs (OPTIMIZER, WEIGHT_DECAY, AMSGRAD, LERP_SMALL, CENTERED, MOMENTUM);
     ``state`` = (w, b, slots, diverged_at) with ``slots`` the three (state of w, state of
-    b) pairs of the kernel's s0..s2 (None where unused), read and written in place."""
+    b) pairs of the kernel's s0..s2 (None where unused), read and written in place;
+    ``neg_lr64``: -lr as given, float64 (M,) (Adam and AdamW; None for RMSprop)."""
     w, b, slots, diverged_at = state
     m = w.numel()
     bs = block_size or (INTERPRET_BLOCK_SIZE if _interpreting() else BLOCK_SIZE)
@@ -408,7 +423,10 @@ def _launch(members, prob: torch.Tensor, tables, flags: dict, batch: int, state,
     hw, hb = (history.weight, history.bias) if history is not None else (w, w)  # placeholders when unused
     opts = members.options
     wd = opts.weight_decay if flags["WEIGHT_DECAY"] else members.neg_lr
-    alpha = opts.alpha if flags["OPTIMIZER"] == OPTIMIZER_CODES["rmsprop"] else members.neg_lr
+    rmsprop = flags["OPTIMIZER"] == OPTIMIZER_CODES["rmsprop"]
+    alpha = opts.alpha if rmsprop else members.neg_lr
+    wa = opts.one_minus_alpha if rmsprop else members.neg_lr
+    decay = opts.decay if flags["OPTIMIZER"] == OPTIMIZER_CODES["adamw"] and flags["WEIGHT_DECAY"] else members.neg_lr
     tab = tables if tables is not None else prob
     s = [x if x is not None else w for pair in slots for x in pair]
     grid = (triton.cdiv(m, bs),)
@@ -417,9 +435,11 @@ def _launch(members, prob: torch.Tensor, tables, flags: dict, batch: int, state,
         adam_kernel[grid](
             members.s_lo, members.s_hi, members.neg_lr, opts.eps, wd, alpha,
             members.problem_options.noise if problem_flags.noise else members.neg_lr, prob, tab,
+            members.neg_lr if neg_lr64 is None else neg_lr64, decay, wa,
             w, b, *s, diverged_at, hw, hb,
             m, t0, nsteps, history.log_every if history is not None else 1,
             members.s_lo.stride(0), members.s_lo_step, members.s_hi.stride(0), members.neg_lr.stride(0),
+            0 if neg_lr64 is None else neg_lr64.stride(0),
             BLOCK=bs, BATCH=batch, GROUP=group, UNROLL=group * batch <= MAX_UNROLLED_SAMPLES,
             HISTORY=history is not None, NOISE=problem_flags.noise, NORMAL=problem_flags.normal, **flags,
             num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION, maxnreg=MAX_REGISTERS,
@@ -484,9 +504,12 @@ def step(state, t0: int, members, consts, *, nsteps: int, config, history=None, 
     problem_flags = problem_kernel_flags(config)
     batch = check_int("config.batch_size", config.batch_size, 1)
     opts = members.options
-    needed = ["eps"] + (["weight_decay"] if kflags["WEIGHT_DECAY"] else []) + (["alpha"] if name == "rmsprop" else [])
+    needed = ["eps"] + (["weight_decay"] if kflags["WEIGHT_DECAY"] else []) + \
+        (["alpha", "one_minus_alpha"] if name == "rmsprop" else []) + \
+        (["decay"] if name == "adamw" and kflags["WEIGHT_DECAY"] else [])
+    lr64 = None if name == "rmsprop" else member_neg_lr64(members)  # -lr as given (SPEC §3c)
     s_lo = _check_members_base(members, [(n, getattr(opts, n, None)) for n in needed]
-                               + problem_member_options(members, problem_flags), _interpreting())
+                               + problem_member_options(members, problem_flags), _interpreting(), lr64)
     m, dev = s_lo.numel(), s_lo.device
     t0 = check_int("t0", int(t0) if isinstance(t0, torch.Tensor) else t0, 0)
     nsteps = check_int("nsteps", nsteps, 0)
@@ -532,5 +555,5 @@ def step(state, t0: int, members, consts, *, nsteps: int, config, history=None, 
     for i, n in enumerate(names):
         slots[_SLOTS[n]] = [state.weight_state[i], state.bias_state[i]]
     _launch(members, prob, tables, kflags, batch, (state.weight, state.bias, slots, state.diverged_at), t0, nsteps,
-            history, block_size=block_size, problem_flags=problem_flags)
+            history, block_size=block_size, problem_flags=problem_flags, neg_lr64=lr64)
     return state

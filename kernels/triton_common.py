@@ -13,7 +13,7 @@ kernels do; :data:`PTX_PHILOX` is then False and ``_philox`` calls ``tl.philox``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import triton
@@ -241,11 +241,12 @@ def _check_history(history: History, last_step: int, m: int, device: torch.devic
                          f"{last_step // history.log_every}")
 
 
-def _check_members_base(members, options, interpreting: bool) -> torch.Tensor:
+def _check_members_base(members, options, interpreting: bool, neg_lr64: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Validate the per-member tensors (s_lo, s_hi, neg_lr and ``options``, pairs (name,
-    tensor or None) of the optimizer's options a kernel reads); returns s_lo. s_hi and
-    neg_lr may be one value expanded (stride 0), and s_lo too with ``s_lo_step`` 1
-    (:class:`~fastneuron.reference.Members`): the kernels take their strides."""
+    tensor or None) of the optimizer's options a kernel reads, and ``neg_lr64`` when the
+    kernel reads it: -lr in float64, see :func:`~fastneuron.reference.neg_lr64`); returns
+    s_lo. s_hi, neg_lr and neg_lr64 may be one value expanded (stride 0), and s_lo too with
+    ``s_lo_step`` 1 (:class:`~fastneuron.reference.Members`): the kernels take their strides."""
     s_lo = members.s_lo
     if not isinstance(s_lo, torch.Tensor) or s_lo.dim() != 1 or s_lo.numel() == 0:
         raise ValueError("members.s_lo must be a non-empty 1-D tensor")
@@ -263,11 +264,13 @@ def _check_members_base(members, options, interpreting: bool) -> torch.Tensor:
         if x is None:
             raise ValueError(f"members.options.{name} is None but the kernel needs it")
         named.append((f"options.{name}", x, torch.float32))
+    if neg_lr64 is not None:
+        named.append(("neg_lr64", neg_lr64, torch.float64))
     step = members.s_lo_step
     if step not in (0, 1) or (step and m > 1 and s_lo.stride(0) != 0):
         raise ValueError(f"members.s_lo_step must be 0, or 1 with s_lo one value expanded (stride 0); got "
                          f"{step!r} with s_lo's stride {s_lo.stride(0)}")
-    shared = ("s_hi", "neg_lr", "s_lo") if step else ("s_hi", "neg_lr")
+    shared = ("s_hi", "neg_lr", "neg_lr64", "s_lo") if step else ("s_hi", "neg_lr", "neg_lr64")
     for name, x, dtype in named:
         _check_tensor(f"members.{name}", x, dtype, (m,), dev)
         if not x.is_contiguous() and not (name in shared and x.stride(0) == 0):

@@ -45,6 +45,7 @@ from fastneuron._validate import check_int
 from fastneuron.optim import SGD, SGDFlags
 from fastneuron.problems import LinearFlags, LinearTarget
 from fastneuron.reference import Constants, History, Members, State, StepConfig
+from fastneuron.reference import neg_lr64 as member_neg_lr64
 
 from fastneuron.kernels import triton_adam
 
@@ -154,10 +155,10 @@ def _finish_step(t, gw, gb, w, b, vw, vb, n_bad, neg_lr, mu, wd, undamped, batch
 
 @triton.jit(do_not_specialize=["t0", "nsteps", "log_every"])
 def sgd_kernel(
-    s_lo_ptr, s_hi_ptr, neg_lr_ptr, mu_ptr, wd_ptr, noise_ptr, prob_ptr, fac_ptr,
+    s_lo_ptr, s_hi_ptr, neg_lr_ptr, mu_ptr, wd_ptr, noise_ptr, prob_ptr, fac_ptr, neg_lr64_ptr,
     w_ptr, b_ptr, vw_ptr, vb_ptr, div_ptr,
     hist_w_ptr, hist_b_ptr,
-    n_members, t0, nsteps, log_every, s_lo_stride, s_lo_step, s_hi_stride, lr_stride,
+    n_members, t0, nsteps, log_every, s_lo_stride, s_lo_step, s_hi_stride, lr_stride, lr64_stride,
     BLOCK: tl.constexpr, BATCH: tl.constexpr, GROUP: tl.constexpr, UNROLL: tl.constexpr,
     INIT: tl.constexpr, WEIGHT_DECAY: tl.constexpr, MOMENTUM: tl.constexpr,
     NESTEROV: tl.constexpr, HISTORY: tl.constexpr, NOISE: tl.constexpr, NORMAL: tl.constexpr,
@@ -177,7 +178,9 @@ def sgd_kernel(
     - ``prob_ptr``: float32 (8,): a, c, lo, span = float32(hi - lo), float32(B), float32(1 - tau),
       x_mean, x_std (the last two read only when NORMAL: x ~ N(x_mean, x_std**2), SPEC §2b).
     - ``fac_ptr``: float64 (>= t0 + nsteps,), the lr schedule's factors f[t] (SPEC §3d);
-      read only when SCHEDULE: step t uses -lr_t = f32(float64(-lr) * f[t]).
+      read only when SCHEDULE: step t uses -lr_t = f32(neg_lr64 * f[t]).
+    - ``neg_lr64_ptr``: float64 (M,), -lr as given (the Python float, SPEC §3d); member i's
+      at ``neg_lr64_ptr + i*lr64_stride``; read only when SCHEDULE.
     - ``w_ptr``, ``b_ptr``: float32 (M,), the parameters: read at the start unless INIT
       (then drawn from the init stream), written at the end.
     - ``vw_ptr``, ``vb_ptr``: float32 (M,), the momentum buffers (read unless INIT,
@@ -188,8 +191,9 @@ def sgd_kernel(
 
     Scalars: ``t0`` (with ``t0*B % 4 == 0``), ``nsteps``, ``log_every`` (any value >= 1
     when not HISTORY); the strides ``s_lo_stride``, ``s_hi_stride``, ``lr_stride``: 1, or 0
-    when every member shares the value (the tensor holds one, expanded); ``s_lo_step``:
-    0, or 1 for a range of seeds (with ``s_lo_stride`` 0: the first member's word, plus i).
+    when every member shares the value (the tensor holds one, expanded), and likewise
+    ``lr64_stride``; ``s_lo_step``: 0, or 1 for a range of seeds (with ``s_lo_stride`` 0:
+    the first member's word, plus i).
 
     One program instance takes members ``pid*BLOCK .. pid*BLOCK + BLOCK - 1`` and runs
     all ``nsteps`` steps with their state in registers. Steps go in groups of GROUP
@@ -223,7 +227,9 @@ def sgd_kernel(
     undamped = tl.load(prob_ptr + 5)  # float32(1 - tau)
     x_mean = tl.load(prob_ptr + 6)
     x_std = tl.load(prob_ptr + 7)
-    neg_lr64 = neg_lr.to(tl.float64)  # exact; used when SCHEDULE
+    neg_lr64 = tl.zeros([BLOCK], dtype=tl.float64)
+    if SCHEDULE:  # -lr as given (float64), SPEC §3d
+        neg_lr64 = tl.load(neg_lr64_ptr + offs * lr64_stride, mask=mask, other=0.0)
 
     vw = zero
     vb = zero
@@ -307,10 +313,11 @@ def sgd_kernel(
 
 def _launch(members: Members, constants: torch.Tensor, flags: SGDFlags, batch: int, state, t0: int, nsteps: int,
             history: Optional[History], *, init: bool, block_size: Optional[int], problem_flags=NO_PROBLEM_OPTIONS,
-            factors: Optional[torch.Tensor] = None) -> None:
+            factors: Optional[torch.Tensor] = None, neg_lr64: Optional[torch.Tensor] = None) -> None:
     """One launch of :func:`sgd_kernel` on checked inputs; ``state`` = (w, b, vw, vb, diverged_at)
     is read (unless ``init``) and written in place, on the tensors' device. ``factors``:
-    the lr schedule's float64 table (None: constant lr)."""
+    the lr schedule's float64 table (None: constant lr), with ``neg_lr64`` (-lr as given,
+    float64 (M,))."""
     w, b, vw, vb, diverged_at = state
     m = w.numel()
     bs = block_size or (INTERPRET_BLOCK_SIZE if _interpreting() else
@@ -330,10 +337,11 @@ def _launch(members: Members, constants: torch.Tensor, flags: SGDFlags, batch: i
             opts.momentum if flags.momentum else members.neg_lr,
             opts.weight_decay if flags.weight_decay else members.neg_lr,
             members.problem_options.noise if problem_flags.noise else members.neg_lr,
-            constants, constants if factors is None else factors,
+            constants, constants if factors is None else factors, members.neg_lr if neg_lr64 is None else neg_lr64,
             w, b, w if vw is None else vw, w if vb is None else vb, diverged_at, hw, hb,
             m, t0, nsteps, history.log_every if history is not None else 1,
             members.s_lo.stride(0), members.s_lo_step, members.s_hi.stride(0), members.neg_lr.stride(0),
+            0 if neg_lr64 is None else neg_lr64.stride(0),
             BLOCK=bs, BATCH=batch, GROUP=group, UNROLL=group * batch <= MAX_UNROLLED_SAMPLES,
             INIT=init, WEIGHT_DECAY=flags.weight_decay, MOMENTUM=flags.momentum,
             NESTEROV=flags.nesterov, HISTORY=history is not None, NOISE=problem_flags.noise,
@@ -375,7 +383,8 @@ class TritonStepper:
                                     block_size=self.block_size)
         flags, batch = _check_config(config)
         problem_flags = problem_kernel_flags(config)
-        s_lo = _check_members(members, flags, problem_flags)
+        lr64 = member_neg_lr64(members) if config.schedule else None  # SPEC §3d: the lr as given
+        s_lo = _check_members(members, flags, problem_flags, lr64)
         m, dev = s_lo.numel(), s_lo.device
         constants = _check_constants(consts, dev)
         t0 = check_int("t0", int(t0) if isinstance(t0, torch.Tensor) else t0, 0)
@@ -396,7 +405,7 @@ class TritonStepper:
         vw, vb = (state.weight_state[0], state.bias_state[0]) if flags.momentum else (None, None)
         _launch(members, constants, flags, batch, (state.weight, state.bias, vw, vb, state.diverged_at), t0,
                 nsteps, history, init=False, block_size=self.block_size, problem_flags=problem_flags,
-                factors=factors)
+                factors=factors, neg_lr64=lr64)
         return state
 
 
@@ -413,10 +422,13 @@ def _check_config(config: StepConfig) -> tuple[SGDFlags, int]:
     return flags, check_int("config.batch_size", config.batch_size, 1)
 
 
-def _check_members(members: Members, flags: SGDFlags, problem_flags=NO_PROBLEM_OPTIONS) -> torch.Tensor:
-    """Validate the per-member tensors against the flags; returns s_lo."""
+def _check_members(members: Members, flags: SGDFlags, problem_flags=NO_PROBLEM_OPTIONS,
+                   neg_lr64: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Validate the per-member tensors against the flags (and ``neg_lr64``, when given);
+    returns s_lo."""
     options = [(name, getattr(members.options, name)) for name in ("momentum", "weight_decay") if getattr(flags, name)]
-    return _check_members_base(members, options + problem_member_options(members, problem_flags), _interpreting())
+    return _check_members_base(members, options + problem_member_options(members, problem_flags), _interpreting(),
+                               neg_lr64)
 
 
 def _check_constants(consts: Constants, device: torch.device) -> torch.Tensor:

@@ -125,7 +125,8 @@ def train(seeds, lrs, steps: int, *, batch_size: int = 1, momentum=0.0, weight_d
     """A run as SPEC.md §1-§5 describes it, for seeds in [0, 2**64) and lrs > 0.
 
     v2: ``noise`` (per member sigma, §2b), ``x_dist="normal"`` with ``x_mean``, ``x_std``
-    (§2b), ``lr_factors`` (float64 (steps,), the schedule's f[t], §3d).
+    (§2b), ``lr_factors`` (float64 (steps,), the schedule's f[t], §3d: applied to the lrs
+    as given, in float64, not to their float32 values).
 
     The history holds the raw (w, b) after steps 0, k, 2k, ... (non-finite values of a
     diverged member as the arithmetic left them); the final (w, b) are NaN where diverged.
@@ -135,6 +136,7 @@ def train(seeds, lrs, steps: int, *, batch_size: int = 1, momentum=0.0, weight_d
     s_lo, s_hi = split_seeds(seeds)
     f = np.float32
     neg_lr = -_per_member(lrs, m)
+    neg_lr64 = -np.broadcast_to(np.asarray(lrs, dtype=np.float64).reshape(-1), (m,))  # §3d: the lrs as given
     mu = _per_member(momentum, m)
     wd = _per_member(weight_decay, m)
     a32, c32, lo32 = f(a), f(c), f(lo)
@@ -186,8 +188,8 @@ def train(seeds, lrs, steps: int, *, batch_size: int = 1, momentum=0.0, weight_d
                 gw = gw / batch32
                 gb = gb / batch32
             step_neg_lr = neg_lr
-            if lr_factors is not None:  # §3d: f32(-(float64(lr) * f[t]))
-                step_neg_lr = (neg_lr.astype(np.float64) * np.float64(lr_factors[t])).astype(np.float32)
+            if lr_factors is not None:  # §3d: f32(-(lr * f[t])), lr the float64 given, the product in float64
+                step_neg_lr = (neg_lr64 * np.float64(lr_factors[t])).astype(np.float32)
             new = []
             for k, (p, gp) in enumerate(((w, gw), (b, gb))):
                 d = np.where(use_wd, gp + wd * p, gp)

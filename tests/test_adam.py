@@ -2,7 +2,9 @@
 
 The oracle is ``torch.optim.Adam/AdamW/RMSprop(..., foreach=False, fused=False)``
 stepping one ``nn.Linear(1, 1)`` per member, from the SPEC's init, on the SPEC's x
-stream, with the SPEC §3 gradient written into ``.grad`` (autograd's gradient of the
+stream, given the hyperparameters exactly as fastneuron is (the Python floats 0.99, 1e-3,
+0.05, ..., never their float32 roundings: torch computes some things from them in float64,
+SPEC §3c), with the SPEC §3 gradient written into ``.grad`` (autograd's gradient of the
 loss is not the SPEC's to the last bit; the optimizers are what is compared here). It
 runs in a subprocess with ``ATEN_CPU_CAPABILITY=default`` (torch's AVX2/AVX-512 kernels
 fuse ``lerp``, ``addcmul`` and ``add(alpha=)`` into FMAs; its default kernels round each
@@ -100,9 +102,11 @@ def spec_gradient(w, b, xs, t: int, batch: int):
 
 
 def _per_member(value, m: int) -> list:
-    """Each member's value as the Python float of its float32 (what fastneuron uses)."""
+    """Each member's value as the user typed it (a Python float, not rounded to float32):
+    torch.optim computes ``1 - alpha``, ``lr / bias_correction1``, ``1 - lr*wd`` and a
+    scheduler's ``base_lr * factor`` from it in float64, and so must fastneuron (SPEC §3c, §3d)."""
     values = value if isinstance(value, (list, tuple)) else [value] * m
-    return [float(np.float32(v)) for v in values]
+    return [float(v) for v in values]
 
 
 def torch_optim_run(optimizer: str, seeds, lrs, steps: int, batch: int, member: dict, run: dict,
@@ -242,26 +246,28 @@ def test_bias_correction_tables_are_torch_floats():
 
 #: Final float32 bits of small runs (the format of tests/spec-vectors.json's "train" cases,
 #: plus the optimizer and its options), as torch.optim computes them under the oracle's
-#: conditions (module docstring); NaN for diverged members, as fastneuron reports them.
+#: conditions (module docstring) from these very arguments (0.01, not float32(0.01): torch
+#: computes ``lr / bias_correction1``, ``1 - lr*wd`` and ``1 - alpha`` from the Python
+#: floats, SPEC §3c); NaN for diverged members, as fastneuron reports them.
 #: They belong in tests/spec-vectors.json, which must stay a copy of the shared contract's
 #: file (test_spec_vectors_copy_is_current): they move there when the shared file takes them.
 ADAM_VECTORS = [
     {"optimizer": "adam", "seeds": ["0", "1", "18446744073709551615"], "lrs": [0.01, 0.1, 1e+30], "steps": 300,
-     "weight_bits": ["3fa4472e", "3fe5637a", "7fc00000"], "bias_bits": ["3fb78ebe", "3fe37a4b", "7fc00000"],
+     "weight_bits": ["3fa4472e", "3fe5637a", "7fc00000"], "bias_bits": ["3fb78ebc", "3fe37a4b", "7fc00000"],
      "diverged_at": [-1, -1, 1]},
     {"optimizer": "adam", "seeds": ["42", "42", "42"], "lrs": [0.003, 0.03, 0.3], "steps": 200, "batch": 3,
      "amsgrad": True, "weight_decay": [0.0, 0.01, 0.1], "eps": [1e-08, 1e-08, 1e-06], "betas": [0.8, 0.99],
      "weight_bits": ["be5d925d", "3fb3d6f4", "4000e4aa"], "bias_bits": ["3fb316d8", "4038a031", "3f6a8c1d"],
      "diverged_at": [-1, -1, -1]},
     {"optimizer": "adamw", "seeds": ["7", "1099511627779"], "lrs": [0.02, 0.5], "steps": 150,
-     "weight_decay": [0.01, 0.0], "weight_bits": ["3f803a96", "3ffff528"], "bias_bits": ["40142fef", "3f7eeac0"],
+     "weight_decay": [0.01, 0.0], "weight_bits": ["3f803a97", "3ffff528"], "bias_bits": ["40142fef", "3f7eeac0"],
      "diverged_at": [-1, -1]},
     {"optimizer": "rmsprop", "seeds": ["3", "4", "5"], "lrs": [0.001, 0.01, 0.1], "steps": 250,
      "alpha": [0.99, 0.9, 0.5], "centered": True, "momentum": 0.9, "weight_decay": [0.0, 0.001, 0.0],
-     "weight_bits": ["400354a6", "3ffe709d", "40158cd9"], "bias_bits": ["3f51eb7d", "3f860815", "3f441b58"],
+     "weight_bits": ["400354a5", "3ffe73f5", "40158cd9"], "bias_bits": ["3f51eb83", "3f85f753", "3f441b58"],
      "diverged_at": [-1, -1, -1]},
     {"optimizer": "rmsprop", "seeds": ["11"], "lrs": [0.01], "steps": 100, "batch": 5, "weight_bits": ["3fe5de0e"],
-     "bias_bits": ["3fc95de9"], "diverged_at": [-1]},
+     "bias_bits": ["3fc95de6"], "diverged_at": [-1]},
 ]
 
 

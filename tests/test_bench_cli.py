@@ -143,7 +143,7 @@ def test_compile_seconds_only_for_contestants_that_compile():
 def test_compiling_contestants():
     assert {c.key for c in BY_KEY.values() if c.compiles} == {"jax", "compile", "compile-adam", "compile-adamw",
                                                                "compile-rmsprop", "compile-noise", "compile-schedule",
-                                                               "triton", "triton-kernel"}
+                                                               "compile-log100", "triton", "triton-kernel"}
 
 
 def test_optimizer_rows_at_the_headline_size_and_not_in_quick():
@@ -152,7 +152,7 @@ def test_optimizer_rows_at_the_headline_size_and_not_in_quick():
     plan, _ = plan_runs(list(BY_KEY.values()), "cpu", quick=False, interpret=False, members=None, steps=None,
                         on_skip=lambda s: None)
     sizes = {(c.key, m, t) for c, m, t in plan}
-    for opt in ("adam", "adamw", "rmsprop", "noise", "schedule"):
+    for opt in ("adam", "adamw", "rmsprop", "noise", "schedule", "log100"):
         assert (f"compile-{opt}", 2**20, 3000) in sizes and ("compile", 2**20, 3000) in sizes
     _, skipped = plan_runs(list(BY_KEY.values()), "cpu", quick=True, interpret=False, members=None, steps=None,
                            on_skip=lambda s: None)

@@ -177,24 +177,29 @@ def test_every_option_reaches_train(tmp_path):
     assert summary_of(p.stdout)["members"] == "8 (2 seeds x 2 lrs x 2 weight decays)"
 
 
-def test_progress_goes_to_stderr_and_quiet_silences_it(tmp_path, monkeypatch, capsys):
-    # The wiring: the bar is asked for unless --quiet.
+def test_progress_bar_on_a_terminal_or_with_progress(tmp_path, monkeypatch, capsys):
+    """As the API's progress=None: a bar only when stderr is a terminal, or with --progress
+    (issue 22 item 6: into a pipe or a log file it was one ever-growing line)."""
+    # The wiring: None (a terminal decides) by default, False with --quiet, True with --progress.
     seen = []
     real = fastneuron.train
     monkeypatch.setattr(fastneuron, "train", lambda *a, **k: seen.append(k["progress"]) or real(*a, **k))
-    assert cli.main(["train", "--seeds", "0:2", "--steps", "8", "--backend", "eager"]) == 0
-    assert cli.main(["train", "--seeds", "0:2", "--steps", "8", "--backend", "eager", "--quiet"]) == 0
-    assert seen == [True, False]
+    base = ["train", "--seeds", "0:2", "--steps", "8", "--backend", "eager"]
+    for extra in ([], ["--quiet"], ["--progress"]):
+        assert cli.main([*base, *extra]) == 0
+    assert seen == [None, False, True]
     monkeypatch.undo()
     capsys.readouterr()
-    # For real: a run long enough for the bar (it shows after 2 s; 15000 eager steps take
-    # about 6 s on the 2-core CI machine, and the check below needs more than 3).
+    assert cli.main([*base, "--quiet", "--progress"]) == 2
+    assert "--progress" in capsys.readouterr().err
+    # For real, stderr a pipe: a run long enough for the bar (it shows after 2 s; 15000 eager
+    # steps take about 6 s on the 2-core CI machine, and the check below needs more than 3).
     args = ["train", "--seeds", "0", "--steps", "15000", "--backend", "eager"]
-    loud, quiet = run_cli(*args, cwd=tmp_path), run_cli(*args, "--quiet", cwd=tmp_path)
-    for p in (loud, quiet):
+    plain, loud = run_cli(*args, cwd=tmp_path), run_cli(*args, "--progress", cwd=tmp_path)
+    for p in (plain, loud):
         assert p.returncode == 0, p.stderr
         summary_of(p.stdout)  # stdout holds the summary and nothing else
-    assert quiet.stderr == ""
+    assert "1 members" not in plain.stderr and "\r" not in plain.stderr, plain.stderr  # not a terminal: no bar
     if float(summary_of(loud.stdout)["seconds"].split()[0]) > 3.0:
         assert "1 members" in loud.stderr and "step" in loud.stderr, loud.stderr
     assert "members:" not in loud.stdout

@@ -124,3 +124,46 @@ def test_one_compilation_serves_every_m_and_t():
     fn.train([5], 0.003, 16, backend="compile", **kw)
     fn.train(range(4099), [0.5, 0.01] * 2049 + [0.1], 24, backend="compile", a=-1.0, c=3.0, lo=-2.0, hi=0.5, **kw)
     assert counters["stats"]["unique_graphs"] == graphs, "a later run recompiled"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("every", [1, 3, 10, 100])
+@pytest.mark.parametrize("m", [1, 13])
+def test_compile_log_every_equals_eager(m, every, device):
+    """A log every k steps keeps only the logged rows (picked by selects in the compiled
+    segment, no (steps, M) record; segments without a logged step run the unlogged
+    graph): the same history and final state as eager, bit for bit. 257 steps: not a
+    multiple of k, of the 24-step chunk or of the 12-step segment, so the run ends with
+    uncompiled steps; M = 1 (padded to 2 for the compiler) and M = 13, whose members
+    include diverging ones."""
+    seeds, lrs = seeds_for(m), (lrs_for(m) if m > 1 else [0.01])
+    ref = fn.train(seeds, lrs, 257, backend="eager", device=device, log_every=every)
+    got = fn.train(seeds, lrs, 257, backend="compile", device=device, log_every=every)
+    assert_same_results(ref, got)
+    assert got.history_weight.shape == (-(-257 // every), m)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("every", [1, 4, 11])
+def test_compile_log_every_equals_eager_cut_segments(every, device):
+    """B = 5 (segments of 8 samples, steps ending anywhere in them): the logged rows are
+    picked by sample, the same bits as eager."""
+    m, steps = 7, 61
+    kw = dict(batch_size=5, log_every=every)
+    ref = fn.train(seeds_for(m), lrs_for(m), steps, backend="eager", device=device, **kw)
+    got = fn.train(seeds_for(m), lrs_for(m), steps, backend="compile", device=device, **kw)
+    assert_same_results(ref, got)
+
+
+def test_log_intervals_of_a_segment_or_more_share_a_graph():
+    """Every log_every >= the segment's 12 steps runs the same two compiled graphs (the
+    unlogged segment's, and one that keeps the state after any one of its steps): a
+    second interval compiles nothing new."""
+    from torch._dynamo.utils import counters
+
+    kw = dict(weight_decay=0.02)  # an option set no other test compiles
+    fn.train(range(5), 0.01, 150, backend="compile", log_every=100, **kw)
+    graphs = counters["stats"]["unique_graphs"]
+    for every in (12, 13, 1000):
+        fn.train(range(7), 0.01, 150, backend="compile", log_every=every, **kw)
+    assert counters["stats"]["unique_graphs"] == graphs, "another log interval recompiled"

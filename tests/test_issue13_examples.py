@@ -1,5 +1,6 @@
 """Issue 13 item 13: the example writes where it is told (or to a temporary directory),
-never over the tracked docs/*.png; the skip that needs ../shared says what it is."""
+never over the tracked docs/*.png. (The skip that needed ../shared is gone: issue 22
+item 6, tests/test_first_use.py.)"""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import os
 import pathlib
 import subprocess
 import sys
-
-import conftest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "lr_sweep.py"
@@ -46,14 +45,6 @@ def test_lr_sweep_writes_to_out_or_a_temp_dir_not_docs(tmp_path):
             (where / name).unlink(missing_ok=True)
         where.rmdir()
     assert _docs_state() == before  # the tracked figures are untouched
-
-
-def test_shared_skip_says_what_it_needs():
-    """It said "requires ../shared beside the checkout", naming neither the file nor why."""
-    mark = conftest.requires_shared_spec_vectors.mark
-    reason = mark.kwargs["reason"]
-    assert "spec-vectors.json" in reason and "shared" in reason and "tests/spec-vectors.json" in reason, reason
-    assert mark.args[0] == (not conftest.SHARED_SPEC_VECTORS_PATH.exists())
 
 
 def test_adam_lr_sweep_writes_where_told(tmp_path):

@@ -9,7 +9,8 @@
   (their recursive ``get_lr``, ``get_last_lr()``) equal ours exactly for StepLR, MultiStepLR
   and ExponentialLR when gamma is a power of two (every product is then exact), and to
   about 1e-12 otherwise (checked too, so that the difference is known).
-- The oracle: ``torch.optim.SGD(lr, momentum, weight_decay, dampening, nesterov)`` stepping one
+- The oracle: ``torch.optim.SGD(lr, momentum, weight_decay, dampening, nesterov)`` (the lrs as
+  typed, Python floats: LambdaLR's ``base_lr * factor`` is their float64 product) stepping one
   ``nn.Linear(1, 1)`` per member from the SPEC's init on the SPEC's x stream, with
   ``LambdaLR(opt, lambda t: table[t])`` (or torch's own StepLR / MultiStepLR / ExponentialLR,
   gamma 0.5) stepped after every optimizer step; the gradient of ``((y - (a*x + c))**2).mean()``

@@ -252,7 +252,7 @@ def test_summary_spread_columns(noisy_sweep):
     from fastneuron.summary import SPREAD_COLUMNS
 
     text = str(noisy_sweep.summary())
-    assert "w std pred" in text and len(text.splitlines()) == 4
+    assert "w std pred" in text and len(text.splitlines()) == 4 + len(noisy_sweep.summary().notes)
     frame = noisy_sweep.summary().to_dataframe()
     assert set(SPREAD_COLUMNS) <= set(frame.columns)
     # By (lr, seed): one member a group, no spread.

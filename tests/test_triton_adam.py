@@ -210,8 +210,8 @@ def test_float64_shortcuts_are_exact():
     """The kernel's two float64 shortcuts equal the SPEC's operations on hard inputs:
     f32(float64(x) * float64(1/c)) is the float32 division x / c (x >= 0 with zeros,
     subnormals, huge values, inf and NaN; c in (0, 1]), and two Markstein corrections from
-    float64(1/bc1) gives f32(-(float64(lr) / bc1)) (lr over the whole float32 range, bc1
-    from 2**-53 to 1)."""
+    float64(1/bc1) gives f32(-(lr / bc1)) (lr over the whole float32 range, then float64 lrs
+    as given near them, bc1 from 2**-53 to 1)."""
     n = 1 << 14
     rng = np.random.default_rng(12)
     bits = rng.integers(0, 0x7F800000, size=n, dtype=np.int64).astype(np.int32)  # every finite x >= 0
@@ -233,6 +233,13 @@ def test_float64_shortcuts_are_exact():
         want_s = (-lr.astype(np.float64) / bc1).astype(np.float32)
     assert_bits_equal("x / c", t(want_q), q)
     assert_bits_equal("f32(-(lr / bc1))", t(want_s), st)
+    # lr as given, float64 (SPEC §3c): any double whose float32 value is finite and > 0
+    lr64 = lr.astype(np.float64) * (1.0 + (rng.random(n) - 0.5) * 2.0**-23)
+    lr64[:4] = [0.05, 1e-3, 0.3, 2.0**-149 * 0.75]
+    with np.errstate(all="ignore"):
+        _exactness_kernel[(1,)](t(x), 1.0 / t(c).double(), q, t(-lr64), t(bc1), 1.0 / t(bc1), st, N=n)
+        want_s = (-lr64 / bc1).astype(np.float32)
+    assert_bits_equal("f32(-(lr64 / bc1))", t(want_s), st)
 
 
 @interpreter_test

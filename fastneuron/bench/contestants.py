@@ -291,6 +291,10 @@ CONTESTANTS = [
                _prepare_fastneuron("compile", lr_schedule="warmup:steps=100,start=0.1+cosine:t_max=3000"),
                _compile_unavailable, compiles=True,
                note='backend="compile", lr_schedule="warmup:steps=100,start=0.1+cosine:t_max=3000"'),
+    # Issue 22: what a log costs, beside the unlogged headline (bench/log_cost.py measures more k).
+    Contestant("compile-log100", "fastneuron compile log100", False, _prepare_fastneuron("compile", log_every=100),
+               _compile_unavailable, compiles=True,
+               note='backend="compile", log_every=100 (w and b kept every 100 steps), the same lrs'),
     Contestant("triton", "fastneuron triton", False, _prepare_fastneuron("triton"), _triton_unavailable,
                compiles=True),
     Contestant("triton-kernel", "triton kernel only", False, _prepare_triton_kernel, _triton_kernel_unavailable,

@@ -4,7 +4,6 @@ the run plan, the timed runs after a warm-up, and the memory probe."""
 from __future__ import annotations
 
 import gc
-import os
 import resource
 import sys
 import threading
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..machine import load_average, usable_cores  # shared with train()'s warning
 from .contestants import Contestant
 
 #: (members, steps) per contestant when --members/--steps are not given. The slow
@@ -31,6 +31,7 @@ SIZES = {
         "compile-rmsprop": ([2**20], 3000),
         "compile-noise": ([2**20], 3000),
         "compile-schedule": ([2**20], 3000),
+        "compile-log100": ([2**20], 3000),
         "triton": ([2**10], 64),  # only with --interpret: a smoke run of the interpreter
         "triton-kernel": ([2**10], 64),
     },
@@ -57,6 +58,7 @@ SIZES = {
         "compile-rmsprop": ([2**20], 3000),
         "compile-noise": ([2**20], 3000),
         "compile-schedule": ([2**20], 3000),
+        "compile-log100": ([2**20], 3000),
         "triton": ([2**14, 2**17, 2**20, 2**24], 3000),
         "triton-kernel": ([2**20, 2**24], 3000),
     },
@@ -211,18 +213,6 @@ class _Phase:
 
 
 # --- the machine's load -----------------------------------------------------------------
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def load_average() -> Optional[tuple]:
-    """(1, 5, 15)-minute load averages, or None where the OS has none."""
-    try:
-        return tuple(round(x, 2) for x in os.getloadavg())
-    except (OSError, AttributeError):
-        return None
 
 
 class LoadWatch:

@@ -114,20 +114,53 @@ def _row_label(row: dict) -> str:
 # --- machine and versions -------------------------------------------------------------
 
 
+#: The vector extensions named in a report, widest first (x86 /proc/cpuinfo flags).
+_ISA_FLAGS = ("avx512f", "avx2", "avx", "sse4_2")
+
+
+def cpu_info(text: Optional[str] = None) -> dict:
+    """The CPU's kind from ``/proc/cpuinfo`` (or ``text``): ``vendor``, ``family``,
+    ``model``, ``stepping`` (integers, as the kernel prints them) and ``isa``, the widest
+    of :data:`_ISA_FLAGS` it has; None for what cannot be read. A model name such as
+    "AMD EPYC" does not tell the generations apart, and they differ several-fold in
+    throughput (the README's family 23 against Zen 5); the family and model do."""
+    info = {"model_name": None, "vendor": None, "family": None, "model": None, "stepping": None, "isa": None}
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return info
+    keys = {"model name": "model_name", "vendor_id": "vendor", "cpu family": "family", "model": "model",
+            "stepping": "stepping"}
+    for line in text.split("\n\n", 1)[0].splitlines():  # the first processor's block
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in keys:
+            info[keys[key]] = int(value) if keys[key] in ("family", "model", "stepping") and value.isdigit() \
+                else value
+        elif key == "flags":
+            flags = set(value.split())
+            info["isa"] = next((f for f in _ISA_FLAGS if f in flags), None)
+    return info
+
+
 def _machine(device: str) -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info = cpu_info()
+    cpu = info["model_name"] or platform.processor() or platform.machine()
+    try:  # what torch's CPU kernels use (ATEN_CPU_CAPABILITY may lower it)
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        capability = None
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": cpu,
+        "cpu_vendor": info["vendor"],
+        "cpu_family": info["family"],
+        "cpu_model": info["model"],
+        "cpu_stepping": info["stepping"],
+        "cpu_isa": info["isa"],
+        "torch_cpu_capability": capability,
         "cores": os.cpu_count(),
         "cores_usable": usable,
         "torch_threads": torch.get_num_threads(),
@@ -222,7 +255,8 @@ def format_report(report: dict) -> str:
             where = f" (M={format_members(item['members'])}, T={item['steps']})" if "members" in item else ""
             lines.append(f"{kind}: {item['contestant']}{where}: {item['reason']}")
     lines.append("")
-    lines.append(f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable, "
+    lines.append(f"machine: {machine['cpu']}{_format_cpu_kind(machine)}, {machine['cores']} cores "
+                 f"({machine['cores_usable']} usable, "
                  f"torch uses {machine['torch_threads']} threads)"
                  + (f", GPU {machine['gpu']}" if machine["gpu"] else ", no GPU used"))
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v is not None))
@@ -300,6 +334,18 @@ def format_rate(x: float) -> str:
 
 def _format_ratio(x: float) -> str:
     return f"{x:.3g}x" if x < 1000 else f"{x:.2e}x".replace("e+0", "e").replace("e+", "e")
+
+
+def _format_cpu_kind(machine: dict) -> str:
+    """" (cpu family 23 model 1, avx2; torch's CPU capability AVX2)", or what of it is known."""
+    kind = [f"{name} {machine[key]}" for name, key in (("cpu family", "cpu_family"), ("model", "cpu_model"))
+            if machine.get(key) is not None]
+    if machine.get("cpu_isa"):
+        kind.append(machine["cpu_isa"])
+    text = ", ".join(kind)
+    if machine.get("torch_cpu_capability"):
+        text += ("; " if text else "") + f"torch's CPU capability {machine['torch_cpu_capability']}"
+    return f" ({text})" if text else ""
 
 
 def _format_load(load) -> str:
