@@ -4,9 +4,11 @@
 is set here, before any test imports ``fastneuron.kernels.triton_sgd``.
 """
 
+import contextlib
 import json
 import os
 import pathlib
+import shutil
 
 import torch
 
@@ -40,3 +42,21 @@ SPEC_VECTORS = json.loads(SPEC_VECTORS_PATH.read_text())
 #: clone elsewhere has no such folder and no such test: nothing is skipped that a user
 #: would have to look up.
 SHARED_SPEC_VECTORS_PATH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec-vectors.json"
+
+
+@contextlib.contextmanager
+def checkpoint_copies(monkeypatch, folder):
+    """Inside, every checkpoint the engine writes is also copied to ``folder/snapNNN.ckpt``;
+    yields the list of those copies, in the order written."""
+    from fastneuron import engine
+
+    real, snaps = engine.save_checkpoint, []
+
+    def spy(path, spec, **k):
+        real(path, spec, **k)
+        snaps.append(pathlib.Path(folder) / f"snap{len(snaps):03d}.ckpt")
+        shutil.copyfile(path, snaps[-1])
+
+    with monkeypatch.context() as mp:
+        mp.setattr(engine, "save_checkpoint", spy)
+        yield snaps

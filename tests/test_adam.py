@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -29,9 +28,10 @@ import numpy as np
 import pytest
 import torch
 from compare import assert_bits_equal, assert_same_results
+from conftest import checkpoint_copies
 
 import fastneuron
-from fastneuron import engine, rng
+from fastneuron import rng
 from fastneuron.optim import OPTIMIZERS
 from fastneuron.optim_adam import bias_correction_tables, sqrt_rn
 
@@ -312,15 +312,7 @@ def test_resume_from_every_checkpoint_is_exact(tmp_path, monkeypatch, optimizer,
     kw = dict(optimizer=optimizer, backend="eager", member_block=2, log_every=7, batch_size=2, **kw)
     ref = fastneuron.train(seeds, lrs, 40, **kw)
     assert (ref.diverged_at >= 0).any() and (ref.diverged_at < 0).sum() >= 3
-    real, snaps = engine.save_checkpoint, []
-
-    def spy(path, spec, **k):
-        real(path, spec, **k)
-        snaps.append(tmp_path / f"snap{len(snaps):03d}.ckpt")
-        shutil.copyfile(path, snaps[-1])
-
-    with monkeypatch.context() as mp:
-        mp.setattr(engine, "save_checkpoint", spy)
+    with checkpoint_copies(monkeypatch, tmp_path) as snaps:
         partial = fastneuron.train(seeds, lrs, 40, checkpoint=tmp_path / "c.ckpt", checkpoint_every=0, **kw)
     assert_same_results(ref, partial)
     assert len(snaps) >= 10

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -34,7 +33,7 @@ sys.path.insert(0, str(HERE))
 from test_adam import torch_optim_run  # noqa: E402  (the torch.optim driver, unrounded arguments)
 
 from compare import assert_bits_equal, assert_same_results, seeds_for  # noqa: E402
-from conftest import requires_triton  # noqa: E402
+from conftest import checkpoint_copies, requires_triton  # noqa: E402
 
 import fastneuron  # noqa: E402
 from fastneuron import engine  # noqa: E402
@@ -302,15 +301,7 @@ def test_resume_with_values_as_given(case, tmp_path, monkeypatch):
     """A run with unrounded values resumed from any of its checkpoints ends where the
     uninterrupted run ends; the same run with the float32 values is refused (other members)."""
     ref = _train(case, log_every=4, member_block=2)
-    real, snaps = engine.save_checkpoint, []
-
-    def spy(path, spec, **k):
-        real(path, spec, **k)
-        snaps.append(tmp_path / f"snap{len(snaps):03d}.ckpt")
-        shutil.copyfile(path, snaps[-1])
-
-    with monkeypatch.context() as mp:
-        mp.setattr(engine, "save_checkpoint", spy)
+    with checkpoint_copies(monkeypatch, tmp_path) as snaps:
         _train(case, log_every=4, member_block=2, checkpoint=tmp_path / "c.ckpt", checkpoint_every=0)
     assert len(snaps) >= 4
     for snap in snaps[1::2]:
