@@ -21,8 +21,8 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
     Member ``m`` has ``seeds[m]`` (an integer in [0, 2**64)) and ``lrs[m]`` (a scalar
     gives every member the same). ``batch_size`` samples a step; ``log_every=k`` keeps
     (w, b) after steps 0, k, 2k, ... (8 bytes a member a row, in the result). What it
-    costs ``backend="compile"`` against the unlogged speed: k = 1000 0-3%, k = 100 6-8%,
-    k = 10 about 40%, most of it the first write of the history's new memory (3-5% and
+    costs ``backend="compile"`` against the unlogged speed: k = 1000 0-3%, k = 100 6-12%,
+    k = 10 about 40-44%, most of it the first write of the history's new memory (3-5% and
     27-34% alone) on the fast 2-core machine of bench/results/log-cost-2026-12-07.txt.
 
     ``options`` belong to the optimizer and the problem (:mod:`fastneuron.optim`,

@@ -136,9 +136,9 @@ def fresh_state(stepper: kernels.Stepper, members: Members, config: StepConfig, 
 
 #: Backends whose work runs on torch's intra-op threads (on the CPU).
 THREADED_BACKENDS = ("eager", "compile")
-#: Runs shorter than this many neuron-steps are not warned about: on the busy 2-core machine
-#: two threads ran 2**14 members at 5.6e6-8.3e6 neuron-steps/s, so this is a second or two
-#: (bench/results/busy-machine-2026-12-07.txt).
+#: Runs shorter than this many neuron-steps are not warned about: beside another job two
+#: threads still ran 2**14 members at 2.0e8-3.1e8 neuron-steps/s on 2 cores
+#: (bench/results/busy-machine-2026-12-07.txt), so such a run loses well under a second.
 BUSY_WARNING_WORK = 10**7
 _warned_busy = [False]
 

@@ -298,7 +298,7 @@ class CompiledStepper:
         costs ``train()`` against the same run unlogged, M = 2**18 and 200,000, T = 6000
         (2-core AMD EPYC VM, AVX-512, torch 2.13, 2026-12-07; ``python bench/log_cost.py``,
         bench/results/log-cost-2026-12-07.txt; 2 threads, wall / 1 thread, CPU seconds):
-        k = 1000: 0-3% / 0%; k = 100: 6-8% / 6-7%; k = 10: 38-43% / 37-40% (before:
+        k = 1000: 0-3% / 0%; k = 100: 6-12% / 6-7%; k = 10: 38-44% / 37-40% (before:
         75-85% / 44-79% for every k). Most of what is left is the history's new memory:
         writing its rows alone (8 bytes a member a row, first touch of the pages) costs
         3-5% at k = 100 and 27-34% at k = 10 on that machine, whose step is fast
