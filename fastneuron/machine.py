@@ -35,13 +35,29 @@ def load_average() -> Optional[tuple]:
         return None
 
 
+def _own_running() -> int:
+    """This process's threads that are runnable right now (state R in
+    /proc/self/task/*/stat): the caller, and torch's OpenMP workers, which spin for a
+    while after each parallel loop and so count as running between two runs."""
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        n += stat[stat.rindex(")") + 2:].startswith("R")
+    return n
+
+
 def running_elsewhere() -> Optional[int]:
-    """Threads of the whole machine runnable right now besides the caller's:
-    /proc/loadavg's running count less the caller (None without /proc). Unlike the
-    load average it does not count what this process ran a minute ago."""
+    """Threads of the whole machine runnable right now besides this process's own:
+    /proc/loadavg's running count less :func:`_own_running` (None without /proc).
+    Unlike the load average it does not count what this process ran a minute ago."""
     try:
         with open("/proc/loadavg") as f:
-            return max(0, int(f.read().split()[3].split("/")[0]) - 1)
+            total = int(f.read().split()[3].split("/")[0])
+        return max(0, total - max(1, _own_running()))
     except (OSError, IndexError, ValueError):
         return None
 
