@@ -9,6 +9,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import os
+import re
 import sys
 
 from ._version import __version__
@@ -33,15 +34,26 @@ class _CheckoutKernels(importlib.abc.MetaPathFinder):
     package was imported from. An install maps that folder there through setuptools'
     ``package-dir``; a checkout on ``sys.path`` (not installed, or beside an editable install
     of another checkout) needs this finder, which goes first so that the kernels always come
-    from the same tree as the package. Outside a checkout (no ``pyproject.toml`` beside the
-    package, as in site-packages) it finds nothing."""
+    from the same tree as the package. It finds nothing outside a checkout of fastneuron:
+    where the package holds its own ``kernels/`` (an install), or where the folder above it
+    has no ``pyproject.toml`` naming fastneuron (site-packages, or another project's folder
+    with a ``kernels`` package of its own)."""
 
-    ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    PACKAGE = os.path.dirname(os.path.abspath(__file__))
+    ROOT = os.path.dirname(PACKAGE)
 
     def find_spec(self, fullname, path=None, target=None):
+        if fullname != __name__ + ".kernels":
+            return None
         folder = os.path.join(self.ROOT, "kernels")
-        if (fullname != __name__ + ".kernels" or not os.path.isfile(os.path.join(self.ROOT, "pyproject.toml"))
-                or not os.path.isfile(os.path.join(folder, "__init__.py"))):
+        installed = os.path.isdir(os.path.join(self.PACKAGE, "kernels"))
+        if installed or not os.path.isfile(os.path.join(folder, "__init__.py")):
+            return None
+        try:
+            with open(os.path.join(self.ROOT, "pyproject.toml"), encoding="utf-8") as f:
+                if not re.search(r'^name\s*=\s*"fastneuron"\s*$', f.read(), re.MULTILINE):
+                    return None
+        except OSError:
             return None
         return importlib.util.spec_from_file_location(fullname, os.path.join(folder, "__init__.py"),
                                                       submodule_search_locations=[folder])

@@ -32,6 +32,12 @@ class ResultNotSaved(OSError):
         self.path, self.result = os.fspath(path), result
 
 
+def float64_column_name(name: str) -> str:
+    """The array (``.npz`` file, parts file, Parquet column) that holds column ``name``'s
+    values as given: ``lrs_float64``."""
+    return f"{name}_float64"
+
+
 def _target(path: str) -> str:
     """The file a write to ``path`` replaces: a symlink's target (resolved); ValueError
     for an existing target that is not a regular file (FIFO, device, socket, directory)."""

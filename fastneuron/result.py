@@ -50,8 +50,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .files import (  # noqa: F401  (ResultNotSaved, check_writable: re-exported with the result API)
-    Npz, ResultNotSaved, atomic_write, check_arrays, check_writable, read_header)
+from .files import (  # noqa: F401  (ResultNotSaved, check_writable, float64_column_name: re-exported)
+    Npz, ResultNotSaved, atomic_write, check_arrays, check_writable, float64_column_name, read_header)
 from .members import is_column
 from .optim import run_option_names
 from .problems import PROBLEMS, population_risk  # noqa: F401  (population_risk: re-exported)
@@ -66,11 +66,6 @@ _ARRAYS = {
     "weight": np.float32, "bias": np.float32, "diverged_at": np.int64,
     "history_steps": np.int64, "history_weight": np.float32, "history_bias": np.float32,
 }
-
-
-def float64_column_name(name: str) -> str:
-    """The array (file, column) that holds column ``name``'s values as given: ``lrs_float64``."""
-    return f"{name}_float64"
 
 
 @dataclass

@@ -44,10 +44,13 @@ the options as coordinates along it. Data variables: ``weight``, ``bias``, ``ris
 
 :func:`to_parquet`: the per-member columns above, plus, with a history,
 ``history_weight`` and ``history_bias`` as ``list<float32>`` columns (one list of L
-values per member, the values at the logged steps); the key ``fastneuron`` of the
-file's metadata holds JSON: ``format`` ("fastneuron-result-parquet"),
+values per member, the values at the logged steps), then a float64 column
+``<name>_float64`` for each of ``result.float64`` (the values as given that torch.optim's
+float64 arithmetic uses, SPEC §3c; format version 2, written only then); the key
+``fastneuron`` of the file's metadata holds JSON: ``format`` ("fastneuron-result-parquet"),
 ``format_version``, ``fastneuron_version``, ``member_options``, ``settings``,
-``history_steps`` and ``tol``. Plain pandas reads it without fastneuron; the columns
+``history_steps``, ``tol`` and, in version 2, ``float64`` (the names). Plain pandas reads it
+without fastneuron; the columns
 are standard Parquet types (uint64, int64, float32, float64, lists of float32), for
 polars or duckdb alike. No pickle is written or read. :func:`fastneuron.load` reads it back as a ``TrainResult``.
 """
@@ -61,11 +64,11 @@ import stat
 import numpy as np
 
 from ._extras import need as _need
-from .files import MAX_HEADER_BYTES, atomic_write
+from .files import MAX_HEADER_BYTES, atomic_write, float64_column_name
 from .summary import _first_step_below
 
 PARQUET_FORMAT = "fastneuron-result-parquet"
-PARQUET_FORMAT_VERSION = 1
+PARQUET_FORMAT_VERSION = 2  # 2: the float64 columns (version 1 files have none)
 _META_KEY = b"fastneuron"
 _FIXED = {"seed": np.uint64, "lr": np.float32}  # then the options (float32)
 _FINAL = {"weight": np.float32, "bias": np.float32, "risk": np.float64, "diverged_at": np.int64}
@@ -250,9 +253,12 @@ def to_parquet(result, path, tol: float = 1e-4) -> None:
                 arrays[name] = pa.ListArray.from_arrays(offsets, values)
             else:
                 arrays[name] = pa.LargeListArray.from_arrays(pa.array(np.arange(m + 1, dtype=np.int64) * n), values)
-    meta = {"format": PARQUET_FORMAT, "format_version": PARQUET_FORMAT_VERSION, "fastneuron_version": __version__,
+    float64 = list(result.float64)
+    for name in float64:
+        arrays[float64_column_name(name)] = pa.array(np.asarray(_np(result.float64[name]), dtype=np.float64))
+    meta = {"format": PARQUET_FORMAT, "format_version": 2 if float64 else 1, "fastneuron_version": __version__,
             "member_options": list(result.member_options), "settings": result.settings,
-            "history_steps": steps.tolist(), "tol": tol}
+            "history_steps": steps.tolist(), "tol": tol, **({"float64": float64} if float64 else {})}
     table = pa.table(arrays).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
     atomic_write(path, lambda f: pq.write_table(table, f))
 
@@ -308,6 +314,10 @@ def read_parquet_fields(path) -> dict:
         raise bad(f"settings of type {type(settings).__name__}")
     if not isinstance(steps, list) or not all(type(s) is int for s in steps):
         raise bad("history_steps is not a list of ints")
+    float64 = meta.get("float64", [])
+    if not isinstance(float64, list) or len(set(map(str, float64))) != len(float64) \
+            or not set(float64) <= {"lrs", *options}:
+        raise bad(f"float64 {float64!r}")
     expected = {"seed": pa.uint64(), "lr": pa.float32(), **dict.fromkeys(options, pa.float32()),
                 "weight": pa.float32(), "bias": pa.float32(), "risk": pa.float64(), "diverged_at": pa.int64()}
     history = "history_weight" in schema.names
@@ -318,6 +328,7 @@ def read_parquet_fields(path) -> dict:
         if kind not in lists:
             raise bad(f"column 'history_weight' is {kind}")
         expected.update(history_weight=kind, history_bias=kind)
+    expected.update({float64_column_name(k): pa.float64() for k in float64})
     got = {f.name: f.type for f in schema}
     if list(got) != list(expected) or len(schema.names) != len(got):
         raise bad(f"columns {schema.names}, expected {list(expected)}")
@@ -351,4 +362,5 @@ def read_parquet_fields(path) -> dict:
         "history_steps": torch.tensor(steps, dtype=torch.int64),
         "history_weight": t("history_weight") if history else None,
         "history_bias": t("history_bias") if history else None,
+        "float64": {k: t(float64_column_name(k)) for k in float64},
     }

@@ -111,3 +111,21 @@ def test_a_bare_checkout_on_sys_path_finds_the_kernels(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == [str(src / "fastneuron" / "__init__.py"), str(src / "kernels" / "compiled.py")]
+
+
+def test_an_installed_package_never_takes_another_projects_kernels(tmp_path):
+    """fastneuron installed (``pip install --target``) into another project's folder, whose
+    own top-level ``kernels`` package sits beside it: ``fastneuron.kernels`` is the package's
+    own, not that one (the checkout finder looks only at checkouts of fastneuron)."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "another"\n')
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "__init__.py").write_text("raise SystemExit('the other project kernels')\n")
+    shutil.copytree(REPO / "fastneuron", tmp_path / "fastneuron", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "kernels", tmp_path / "fastneuron" / "kernels",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    code = "import fastneuron.kernels as k; print(k.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == [str(tmp_path / "fastneuron" / "kernels" / "__init__.py")]

@@ -269,12 +269,18 @@ def test_float32_values_record_and_compute_what_they_did():
     assert typed.digest != RunSpec.build(SEEDS, np.float32(0.05), 9, optimizer="adam", backend="eager").digest
 
 
-def test_result_file_and_rerun_from_it(tmp_path):
+@pytest.mark.parametrize("name", ["r.npz", "r.parquet"])
+def test_result_file_and_rerun_from_it(tmp_path, name):
     res = _train("adamw-wd-amsgrad")
     assert set(res.float64) == {"lrs", "weight_decay"}
     assert res.float64["lrs"].dtype == torch.float64 and res.float64["lrs"].tolist() == CASES["adamw-wd-amsgrad"][2]
-    res.save(tmp_path / "r.npz")
-    back = fastneuron.load(tmp_path / "r.npz")
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow", reason="to_parquet needs the analysis extra (pyarrow)")
+        res.to_parquet(tmp_path / name)
+    else:
+        res.save(tmp_path / name)
+    back = fastneuron.load(tmp_path / name)
+    assert set(back.float64) == set(res.float64)
     for k in res.float64:
         assert torch.equal(back.float64[k], res.float64[k])
     again = fastneuron.train(SEEDS, back.float64["lrs"], STEPS, optimizer="adamw", amsgrad=True,
