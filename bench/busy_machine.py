@@ -29,20 +29,6 @@ import sys
 import time
 
 
-def _cpu() -> str:
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                name, _, value = line.partition(":")
-                if name.strip() in ("model name", "cpu family", "model") and name.strip() not in fields:
-                    fields[name.strip()] = value.strip()
-    except OSError:
-        return platform.processor() or "unknown"
-    return (f"{fields.get('model name', '?')} (cpu family {fields.get('cpu family', '?')}, "
-            f"model {fields.get('model', '?')})")
-
-
 def _members(text: str) -> list:
     return [int(eval(x, {"__builtins__": {}})) for x in text.split(",")]  # 2**14 and the like
 
@@ -81,13 +67,14 @@ def main(argv=None) -> int:
     import torch
 
     import fastneuron as fn
-    from fastneuron.machine import running_elsewhere
+    from fastneuron.bench.report import cpu_kind
+    from fastneuron.machine import running_elsewhere, usable_cores
 
     default_threads = torch.get_num_threads()
     threads = args.threads or sorted({1, default_threads})
     lines = [f"command: python {' '.join(shlex.quote(a) for a in sys.argv)}",
              f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-             f"cpu: {_cpu()}; {os.cpu_count()} cores, {len(os.sched_getaffinity(0))} usable",
+             f"cpu: {cpu_kind()}; {os.cpu_count()} cores, {usable_cores()} usable",
              f"torch {torch.__version__}, fastneuron {fn.__version__} ({fn.__file__}), "
              f"python {platform.python_version()}",
              f"torch threads by default: {default_threads}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",

@@ -87,14 +87,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    cpu = {}
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            cpu.setdefault(name.strip(), value.strip())
+    from fastneuron.bench.report import cpu_kind
+
     print(f"command: python {' '.join(shlex.quote(a) for a in sys.argv)}\n"
           f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-          f"cpu: {cpu.get('model name')} (cpu family {cpu.get('cpu family')}, model {cpu.get('model')}), "
+          f"cpu: {cpu_kind()}, "
           f"{os.cpu_count()} cores; torch {torch.__version__}, python {platform.python_version()}\n"
           f"M = {args.members}, T = {args.steps}, median of {args.repeats} timed runs after the first call; "
           f"load average at start {os.getloadavg()[0]:.2f}", flush=True)

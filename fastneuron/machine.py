@@ -22,6 +22,23 @@ from typing import Optional
 CONFIRM_SAMPLES, CONFIRM_GAP_S = 5, 0.002
 
 
+def cpu_fields(text: Optional[str] = None) -> dict:
+    """The first processor's block of ``/proc/cpuinfo`` (or of ``text``), name -> value
+    (stripped strings); empty where there is no /proc/cpuinfo. The CPU's kind lives there:
+    the bench's report and the compiled backend's cache key read it."""
+    if text is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                text = f.read()
+        except OSError:
+            return {}
+    fields = {}
+    for line in text.strip("\n").split("\n\n", 1)[0].splitlines():
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    return fields
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity, else the CPU count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -38,6 +38,8 @@ import platform
 import re
 import tempfile
 
+from fastneuron.machine import cpu_fields
+
 ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 #: /proc/cpuinfo's fields that name the CPU kind and what it can run (x86, then Arm);
@@ -50,21 +52,8 @@ _CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "flags", "CPU i
 def _cpu_identity() -> str:
     """The CPU kind: its first processor's :data:`_CPU_FIELDS` in /proc/cpuinfo (flags
     sorted), or ``platform.processor()`` where there is no /proc/cpuinfo."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    if fields:
-                        break  # the first processor's block is enough
-                    continue
-                name, _, value = line.partition(":")
-                name = name.strip()
-                if name in _CPU_FIELDS:
-                    value = value.strip()
-                    fields[name] = " ".join(sorted(value.split())) if name in ("flags", "Features") else value
-    except OSError:
-        pass
+    fields = {name: " ".join(sorted(value.split())) if name in ("flags", "Features") else value
+              for name, value in cpu_fields().items() if name in _CPU_FIELDS}
     if not fields:
         fields["processor"] = platform.processor()
     return ";".join(f"{k}={fields[k]}" for k in sorted(fields))

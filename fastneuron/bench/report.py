@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
+from ..machine import cpu_fields, usable_cores
 from .contestants import Contestant
 from .measure import Timing, format_load_warning
 
@@ -125,15 +126,9 @@ def cpu_info(text: Optional[str] = None) -> dict:
     "AMD EPYC" does not tell the generations apart, and they differ several-fold in
     throughput (the README's family 23 against Zen 5); the family and model do."""
     info = {"model_name": None, "vendor": None, "family": None, "model": None, "stepping": None, "isa": None}
-    if text is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return info
     keys = {"model name": "model_name", "vendor_id": "vendor", "cpu family": "family", "model": "model",
             "stepping": "stepping"}
-    for line in text.split("\n\n", 1)[0].splitlines():  # the first processor's block
-        key, _, value = (part.strip() for part in line.partition(":"))
+    for key, value in cpu_fields(text).items():
         if key in keys:
             info[keys[key]] = int(value) if keys[key] in ("family", "model", "stepping") and value.isdigit() \
                 else value
@@ -141,6 +136,13 @@ def cpu_info(text: Optional[str] = None) -> dict:
             flags = set(value.split())
             info["isa"] = next((f for f in _ISA_FLAGS if f in flags), None)
     return info
+
+
+def cpu_kind(info: Optional[dict] = None) -> str:
+    """ "AMD EPYC (cpu family 25, model 17)": :func:`cpu_info`'s model name, family and model,
+    for a bench script's header line."""
+    info = cpu_info() if info is None else info
+    return f"{info['model_name'] or platform.processor() or '?'} (cpu family {info['family']}, model {info['model']})"
 
 
 def _machine(device: str) -> dict:
@@ -152,7 +154,7 @@ def _machine(device: str) -> dict:
         capability = torch.backends.cpu.get_cpu_capability()
     except (AttributeError, RuntimeError):
         capability = None
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable_cores()
     return {
         "cpu": cpu,
         "cpu_vendor": info["vendor"],
