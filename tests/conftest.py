@@ -9,7 +9,10 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
+import numpy as np
 import torch
 
 HAS_CUDA = torch.cuda.is_available()
@@ -60,3 +63,26 @@ def checkpoint_copies(monkeypatch, folder):
     with monkeypatch.context() as mp:
         mp.setattr(engine, "save_checkpoint", spy)
         yield snaps
+
+
+#: What the torch.optim oracles run under (SPEC §3c): torch's default CPU kernels (its
+#: AVX2/AVX-512 ones fuse lerp, addcmul and add(alpha=) into FMAs), one thread.
+ORACLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
+
+
+def run_oracle(script, folder, parts=None, timeout=900) -> dict:
+    """``python script OUT`` under :data:`ORACLE_ENV` (with ``parts``: that many processes
+    at once, ``python script OUT_i i parts``), and the arrays they saved, as tensors by name."""
+    folder = pathlib.Path(folder)
+    argv = [[str(folder / "oracle.npz")]] if parts is None else \
+        [[str(folder / f"{i}.npz"), str(i), str(parts)] for i in range(parts)]
+    env = {**os.environ, **ORACLE_ENV}
+    procs = [subprocess.Popen([sys.executable, str(script), *args], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for args in argv]
+    results = {}
+    for args, proc in zip(argv, procs):
+        _, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err[-3000:]
+        with np.load(args[0]) as z:
+            results.update({k: torch.from_numpy(z[k]) for k in z.files})
+    return results

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 from compare import assert_bits_equal, assert_same_results
-from conftest import checkpoint_copies
+from conftest import checkpoint_copies, run_oracle
 
 import fastneuron
 from fastneuron import rng
@@ -166,18 +166,7 @@ def _oracle_main(out_path: str, part: int, parts: int) -> None:
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
     """torch.optim's results for every case, computed by two processes at once (CI has two cores)."""
-    folder, parts = tmp_path_factory.mktemp("oracle"), 2
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(HERE / "test_adam.py"), str(folder / f"{i}.npz"), str(i),
-                               str(parts)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(parts)]
-    results = {}
-    for i, proc in enumerate(procs):
-        _, err = proc.communicate(timeout=900)
-        assert proc.returncode == 0, err[-3000:]
-        with np.load(folder / f"{i}.npz") as z:
-            results.update({k: torch.from_numpy(z[k]) for k in z.files})
-    return results
+    return run_oracle(HERE / "test_adam.py", tmp_path_factory.mktemp("oracle"), parts=2)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])

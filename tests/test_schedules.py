@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -39,7 +38,7 @@ sys.path.insert(0, str(HERE))
 from test_adam import torch_optim_run as adam_oracle  # noqa: E402  (its torch.optim driver, on the SPEC's streams)
 
 from compare import assert_bits_equal  # noqa: E402
-from conftest import requires_triton  # noqa: E402
+from conftest import requires_triton, run_oracle  # noqa: E402
 
 import fastneuron  # noqa: E402
 from fastneuron import schedules as S  # noqa: E402
@@ -464,13 +463,7 @@ def _oracle_main(out_path: str) -> None:
 
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("schedule_oracle") / "oracle.npz"
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(HERE / "test_schedules.py"), str(out)], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(out) as z:
-        return {k: torch.from_numpy(z[k]) for k in z.files}
+    return run_oracle(HERE / "test_schedules.py", tmp_path_factory.mktemp("schedule_oracle"), timeout=600)
 
 
 def _check_against_oracle(oracle, case: str, m: int, steps: int, backend: str) -> None:

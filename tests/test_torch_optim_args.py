@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -33,7 +32,7 @@ sys.path.insert(0, str(HERE))
 from test_adam import torch_optim_run  # noqa: E402  (the torch.optim driver, unrounded arguments)
 
 from compare import assert_bits_equal, assert_same_results, seeds_for  # noqa: E402
-from conftest import checkpoint_copies, requires_triton  # noqa: E402
+from conftest import checkpoint_copies, requires_triton, run_oracle  # noqa: E402
 
 import fastneuron  # noqa: E402
 from fastneuron import engine  # noqa: E402
@@ -124,13 +123,7 @@ def _oracle_main(out_path: str) -> None:
 
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("args_oracle") / "oracle.npz"
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(HERE / "test_torch_optim_args.py"), str(out)], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(out) as z:
-        return {k: torch.from_numpy(z[k]) for k in z.files}
+    return run_oracle(HERE / "test_torch_optim_args.py", tmp_path_factory.mktemp("args_oracle"), timeout=600)
 
 
 def _assert_oracle(oracle, key: str, res, what: str) -> None:
