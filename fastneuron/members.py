@@ -314,12 +314,12 @@ def grid(seeds, lrs, **per_member) -> Grid:
     """
     names = ["seeds", "lrs", *per_member]
     if seed_range(seeds) is not None:
-        seed_axis: tuple = (None, seeds)
+        seed_axis: tuple = (None, seeds, None)
     else:
         if isinstance(seeds, range) and not len(seeds):
             raise ValueError("seeds is empty: a grid needs at least one value on each axis")
-        seed_axis = (V.seeds_to_int64(seeds).numpy().view(np.uint64), None)
-    axes = [seed_axis]
+        seed_axis = (V.seeds_to_int64(seeds).numpy().view(np.uint64), None, None)
+    axes = [seed_axis]  # (values, a range of seeds, the values as given)
     for name, v in zip(names[1:], [lrs, *per_member.values()]):
         vals = [v] if np.isscalar(v) else v if isinstance(v, (np.ndarray, torch.Tensor)) else list(v)
         if not len(vals):
@@ -328,13 +328,13 @@ def grid(seeds, lrs, **per_member) -> Grid:
         f32 = V.per_member(name, vals, len(vals), lo=-math.inf, lo_open=False).contiguous()
         f64 = V.float64_values(vals, f32)
         axes.append((f32.numpy(), None, None if f64 is None else f64.contiguous().numpy()))
-    sizes = [len(r) if vals is None else len(vals) for vals, r, *_ in axes]
+    sizes = [len(r) if vals is None else len(vals) for vals, r, _ in axes]
     for name, n in zip(names, sizes):
         if not n:
             raise ValueError(f"{name} is empty: a grid needs at least one value on each axis")
     total = math.prod(sizes)
     columns = {}
-    for i, (name, (vals, rng, *f64)) in enumerate(zip(names, axes)):
+    for i, (name, (vals, rng, f64)) in enumerate(zip(names, axes)):
         inner = math.prod(sizes[i + 1:])
-        columns[name] = GridColumn("uint64" if i == 0 else "float32", vals, rng, inner, 0, total, *f64)
+        columns[name] = GridColumn("uint64" if i == 0 else "float32", vals, rng, inner, 0, total, f64)
     return Grid(columns)
