@@ -18,6 +18,7 @@ import re
 import stat
 import time
 import zipfile
+from typing import Optional
 
 import numpy as np
 
@@ -36,6 +37,16 @@ def float64_column_name(name: str) -> str:
     """The array (``.npz`` file, parts file, Parquet column) that holds column ``name``'s
     values as given: ``lrs_float64``."""
     return f"{name}_float64"
+
+
+def float64_names(meta: dict, options) -> Optional[list]:
+    """A header's ``float64`` (the columns, "lrs" or ``options``, whose values as given the
+    file holds: ``[]`` when absent), or None when it is not a list of distinct such names."""
+    names = meta.get("float64", [])
+    if not isinstance(names, list) or not all(isinstance(k, str) and k in ("lrs", *options) for k in names) \
+            or len(set(names)) != len(names):
+        return None
+    return names
 
 
 def _target(path: str) -> str:

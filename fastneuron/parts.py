@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from . import result as _result
-from .files import read_npy_header
+from .files import float64_names, read_npy_header
 from .part_writer import FORMAT, FORMAT_VERSION, MANIFEST
 from .result import TrainResult
 from .summary import (Summary, check_by, group_row, member_columns, median_step, notes, risk_quantiles,
@@ -160,10 +160,9 @@ def _check_manifest(directory: str) -> tuple:
     if not isinstance(steps, list) or not all(_int(s) and 0 <= s < 2**63 for s in steps) \
             or any(a >= b for a, b in zip(steps, steps[1:])):
         raise broken("history_steps: not increasing ints >= 0")
-    float64 = meta.get("float64", [])
-    if not isinstance(float64, list) or not all(isinstance(k, str) and k in ("lrs", *options) for k in float64) \
-            or len(set(float64)) != len(float64):
-        raise broken(f"float64 {float64!r}")
+    float64 = float64_names(meta, options)
+    if float64 is None:
+        raise broken(f"float64 {meta['float64']!r}")
     dtypes = {"seeds": np.uint64, "lrs": np.float32, **dict.fromkeys(options, np.float32),
               **{_result.float64_column_name(k): np.float64 for k in float64}}
     described_json = meta.get("described", {})

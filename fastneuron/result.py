@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from .files import (  # noqa: F401  (ResultNotSaved, check_writable, float64_column_name: re-exported)
-    Npz, ResultNotSaved, atomic_write, check_arrays, check_writable, float64_column_name, read_header)
+    Npz, ResultNotSaved, atomic_write, check_arrays, check_writable, float64_column_name, float64_names, read_header)
 from .members import is_column
 from .optim import run_option_names
 from .problems import PROBLEMS, population_risk  # noqa: F401  (population_risk: re-exported)
@@ -310,10 +310,9 @@ def load(path) -> TrainResult:
                 isinstance(k, str) and k not in _ARRAYS and k != "settings" for k in option_names) \
                 or len(set(option_names)) != len(option_names):
             raise ValueError(f"{path}: broken '{FORMAT}' header (member_options {option_names!r})")
-        float64_names = meta.get("float64", [])
-        if not isinstance(float64_names, list) or len(set(map(str, float64_names))) != len(float64_names) or \
-                not all(isinstance(k, str) and k in ("lrs", *option_names) for k in float64_names):
-            raise ValueError(f"{path}: broken '{FORMAT}' header (float64 {float64_names!r})")
+        names64 = float64_names(meta, option_names)
+        if names64 is None:
+            raise ValueError(f"{path}: broken '{FORMAT}' header (float64 {meta['float64']!r})")
         settings = meta["settings"]
         try:
             _settings_problem(settings)
@@ -326,7 +325,7 @@ def load(path) -> TrainResult:
             expected = {k: (dtype, n_logged + m if k in ("history_weight", "history_bias") else
                                n_logged if k == "history_steps" else m)
                         for k, dtype in {**_ARRAYS, **dict.fromkeys(option_names, np.float32),
-                                         **dict.fromkeys(map(float64_column_name, float64_names),
+                                         **dict.fromkeys(map(float64_column_name, names64),
                                                          np.float64)}.items()}
             names = z.names
             if ("history_weight" in names) != ("history_bias" in names):
@@ -341,7 +340,7 @@ def load(path) -> TrainResult:
         seeds=data["seeds"], lrs=t["lrs"], member_options={k: t[k] for k in option_names},
         weight=t["weight"], bias=t["bias"], diverged_at=t["diverged_at"], settings=settings,
         history_steps=t["history_steps"], history_weight=t.get("history_weight"),
-        history_bias=t.get("history_bias"), float64={k: t[float64_column_name(k)] for k in float64_names},
+        history_bias=t.get("history_bias"), float64={k: t[float64_column_name(k)] for k in names64},
     )
 
 

@@ -64,7 +64,7 @@ import stat
 import numpy as np
 
 from ._extras import need as _need
-from .files import MAX_HEADER_BYTES, atomic_write, float64_column_name
+from .files import MAX_HEADER_BYTES, atomic_write, float64_column_name, float64_names
 from .summary import _first_step_below
 
 PARQUET_FORMAT = "fastneuron-result-parquet"
@@ -314,10 +314,9 @@ def read_parquet_fields(path) -> dict:
         raise bad(f"settings of type {type(settings).__name__}")
     if not isinstance(steps, list) or not all(type(s) is int for s in steps):
         raise bad("history_steps is not a list of ints")
-    float64 = meta.get("float64", [])
-    if not isinstance(float64, list) or len(set(map(str, float64))) != len(float64) \
-            or not set(float64) <= {"lrs", *options}:
-        raise bad(f"float64 {float64!r}")
+    float64 = float64_names(meta, options)
+    if float64 is None:
+        raise bad(f"float64 {meta['float64']!r}")
     expected = {"seed": pa.uint64(), "lr": pa.float32(), **dict.fromkeys(options, pa.float32()),
                 "weight": pa.float32(), "bias": pa.float32(), "risk": pa.float64(), "diverged_at": pa.int64()}
     history = "history_weight" in schema.names

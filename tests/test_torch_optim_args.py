@@ -262,6 +262,26 @@ def test_float32_values_record_and_compute_what_they_did():
     assert typed.digest != RunSpec.build(SEEDS, np.float32(0.05), 9, optimizer="adam", backend="eager").digest
 
 
+@pytest.mark.parametrize("bad", [[["lrs"]], ["lrs", "lrs"], ["momentum"], "lrs"])
+def test_parquet_with_a_broken_float64_list_is_refused(tmp_path, bad):
+    """The metadata's ``float64`` list is checked as the .npz header's and the manifest's
+    are: a ValueError naming the file, never a TypeError from an unhashable entry."""
+    pytest.importorskip("pyarrow", reason="to_parquet needs the analysis extra (pyarrow)")
+    import json
+
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "r.parquet"
+    _train("rmsprop-defaults").to_parquet(path)
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"fastneuron"])
+    assert meta["float64"] == ["alpha"]
+    meta["float64"] = bad
+    pq.write_table(table.replace_schema_metadata({b"fastneuron": json.dumps(meta).encode()}), path)
+    with pytest.raises(ValueError, match="float64"):
+        fastneuron.load(path)
+
+
 @pytest.mark.parametrize("name", ["r.npz", "r.parquet"])
 def test_result_file_and_rerun_from_it(tmp_path, name):
     res = _train("adamw-wd-amsgrad")
