@@ -34,10 +34,13 @@ PROG = "fastneuron"
 TRAIN_DESCRIPTION = """\
 Train one nn.Linear(1, 1) neuron per member by per-sample SGD (or Adam, AdamW, RMSprop:
 --optimizer) on the mean squared error against the line a*x + c, with x ~ U[lo, hi)
-(SPEC.md). The members are the product seeds x lrs x momentum x weight-decay (seeds vary
+(SPEC.md). Or a full neuron act(w . x + b) per member (SPEC.md 6): --inputs D (an
+nn.Linear(D, 1)), --no-bias, --activation, --loss mse or bce, learning a teacher
+target_activation(a . x + c) (--problem teacher, --a one value or D values). The members
+are the product seeds x lrs x momentum x weight-decay x noise x init-scale (seeds vary
 slowest, as fastneuron.grid; momentum is an axis for sgd only); every other option is
-shared by the run. A summary goes to stdout, the progress bar
-(on a terminal, or with --progress) to stderr."""
+shared by the run. A summary goes to stdout, the progress bar (on a terminal, or with
+--progress) to stderr."""
 
 TRAIN_EPILOG = """\
 value syntax:
@@ -46,7 +49,9 @@ value syntax:
                    in [0, 2**64)
   lrs, momentum,   0.01 (one value), 0.01,0.1 (a list), 1e-4:1e-1:60log (60 values
   weight-decay,    spaced evenly in log, both ends included), 0:0.9:10lin (10 values
-  noise            spaced evenly, both ends included); items can be mixed with commas
+  noise,           spaced evenly, both ends included); items can be mixed with commas
+  init-scale
+  a                one value (every input), or one per input: 1,0,0 or -1:1:8lin
   lr-schedule      cosine:t_max=3000,floor=0.01  step:size=500,gamma=0.5
                    multistep:milestones=1000/2000,gamma=0.1  exponential:gamma=0.999
                    warmup:steps=100,start=0.1+cosine:t_max=3000 (warm-up, then cosine)
@@ -71,6 +76,15 @@ examples:
   python -m fastneuron train --seeds 0:1000 --lrs 1e-3:1e-1:30log --noise 0,0.1,0.3 \\
       --x-dist normal --x-mean 0 --x-std 1 \\
       --lr-schedule warmup:steps=100,start=0.1+cosine:t_max=3000 --out noise.npz
+
+  # a teacher-student problem: 16 inputs, ReLU neurons without bias, 3 init scales
+  python -m fastneuron train --seeds 0:100 --lrs 1e-3:1e-1:20log --problem teacher \\
+      --inputs 16 --activation relu --no-bias --a=-1:1:16lin --c 0.5 --lo -1 --hi 1 \\
+      --init-scale 0.1,1,3 --log-every 100 --out teacher.npz
+
+  # logistic regression (BCEWithLogitsLoss) on 8 Gaussian inputs, a separable teacher
+  python -m fastneuron train --seeds 0:100 --lrs 0.1 --problem teacher --inputs 8 \\
+      --loss bce --x-dist normal --a 1 --c 0
 
   # Adam (torch.optim.Adam, bit for bit) over 60 learning rates
   python -m fastneuron train --seeds 0:100 --lrs 1e-4:1:60log --optimizer adam \\
@@ -130,6 +144,8 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
                    help="weight decay value(s) >= 0 (default: 0; adamw: 0.01, as torch.optim.AdamW)")
     g.add_argument("--noise", default=None, metavar="SIGMA",
                    help="label noise value(s) >= 0: target a*x + c + SIGMA*eps, eps ~ N(0, 1) (default: 0)")
+    g.add_argument("--init-scale", default=None, metavar="S",
+                   help="init scale value(s) > 0: nn.Linear's init U[-1/sqrt(D), 1/sqrt(D)) times S (default: 1)")
 
     g = tr.add_argument_group("run-wide settings")
     g.add_argument("--optimizer", default="sgd", metavar="NAME",
@@ -147,8 +163,30 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--alpha", default=None, metavar="ALPHA", help="rmsprop: smoothing constant in [0, 1) "
                    "(default: 0.99)")
     g.add_argument("--centered", action="store_true", default=None, help="rmsprop: the centered variant")
-    g.add_argument("--a", type=float, default=2.0, help="target slope (default: 2)")
+    g.add_argument("--problem", default="linear", metavar="NAME",
+                   help="linear: the target a*x + c, one input; teacher: target-activation(a . x + c) with "
+                   "--inputs D (SPEC.md 6d) (default: linear)")
+    g.add_argument("--a", default=None, metavar="A",
+                   help="target slope (default: 2); teacher: one value for every input or D values (1,0,0)")
     g.add_argument("--c", type=float, default=1.0, help="target intercept (default: 1)")
+    g.add_argument("--inputs", type=int, default=None, metavar="D",
+                   help="inputs of each neuron, nn.Linear(D, 1), 1 to 4096; D > 1 needs --problem teacher "
+                   "(default: 1)")
+    g.add_argument("--activation", default=None, metavar="NAME",
+                   help="the neuron's activation: identity, relu, leaky_relu, sigmoid, tanh, erf, abs, square "
+                   "(default: identity)")
+    g.add_argument("--loss", default=None, metavar="NAME",
+                   help="mse (nn.MSELoss) or bce (nn.BCEWithLogitsLoss on w . x + b: needs --problem teacher "
+                   "and --activation identity) (default: mse)")
+    g.add_argument("--no-bias", action="store_true", default=None,
+                   help="nn.Linear(D, 1, bias=False): no b (reported as 0)")
+    g.add_argument("--leaky-slope", type=float, default=None, metavar="S",
+                   help="leaky_relu's negative slope (default: 0.01)")
+    g.add_argument("--target-activation", default=None, metavar="NAME",
+                   help="teacher: the target's activation (default: the neuron's --activation)")
+    g.add_argument("--eval-samples", type=int, default=None, metavar="N",
+                   help="samples of the fixed evaluation set the risk is measured on, for an activation or bce "
+                   "(SPEC.md 6f) (default: 4096)")
     g.add_argument("--lo", type=float, default=1.0, help="x ~ U[lo, hi): lower end (default: 1)")
     g.add_argument("--hi", type=float, default=5.0, help="x ~ U[lo, hi): upper end (default: 5)")
     g.add_argument("--x-dist", default="uniform", choices=("uniform", "normal"),
@@ -246,10 +284,31 @@ def _optimizer_options(args) -> dict:
     return options
 
 
+#: The model's and the teacher's run-wide flags: flag -> its argument; each passed to train() only
+#: when given (a run without them is v2's, and records what it did).
+_MODEL_FLAGS = {"--inputs": "inputs", "--activation": "activation", "--loss": "loss", "--leaky-slope": "leaky_slope",
+                "--target-activation": "target_activation", "--eval-samples": "eval_samples"}
+
+
+def _model_options(args) -> dict:
+    """The model's run-wide options (and the teacher's target activation, the risk's
+    evaluation set) given on the command line (``--init-scale``, an axis of the product,
+    is added by the caller)."""
+    options = {name: getattr(args, name) for name in _MODEL_FLAGS.values() if getattr(args, name) is not None}
+    if args.no_bias:
+        options["bias"] = False
+    return options
+
+
 def _problem_options(args) -> dict:
     """The problem's run-wide options given on the command line (``--noise``, an axis of
     the product, is added by the caller)."""
-    options = dict(a=args.a, c=args.c, lo=args.lo, hi=args.hi, x_dist=args.x_dist)
+    options = dict(c=args.c, lo=args.lo, hi=args.hi, x_dist=args.x_dist)
+    if args.a is not None:  # one value, or one per input (the teacher's)
+        a = parse_floats(args.a, "--a")
+        options["a"] = float(a[0]) if a.size == 1 else [float(v) for v in a]
+    else:
+        options["a"] = 2.0
     for flag, name in (("--x-mean", "x_mean"), ("--x-std", "x_std")):
         value = getattr(args, name)
         if value is not None:
@@ -275,9 +334,11 @@ def _train(args) -> int:
     momentum_text = (args.momentum if args.momentum is not None else "0") if member_momentum else "0"
     wd_text = args.weight_decay if args.weight_decay is not None else "0"
     noise_text = args.noise if args.noise is not None else "0"
+    scale_text = args.init_scale if args.init_scale is not None else "1"
     counts = [len(seeds), count_floats(args.lrs, "--lrs"), count_floats(momentum_text, "--momentum"),
-              count_floats(wd_text, "--weight-decay"), count_floats(noise_text, "--noise")]
-    problem = _problem_options(args)
+              count_floats(wd_text, "--weight-decay"), count_floats(noise_text, "--noise"),
+              count_floats(scale_text, "--init-scale")]
+    problem = {"problem": args.problem, **_problem_options(args), **_model_options(args)}
     m = math.prod(counts)
     if args.resume is not None and args.out is None and _is_parts_dir(args.resume):
         args.out = args.resume  # resuming a parts directory: the run goes on writing there
@@ -295,18 +356,24 @@ def _train(args) -> int:
     mus = parse_floats(momentum_text, "--momentum")
     wds = parse_floats(wd_text, "--weight-decay")
     noises = parse_floats(noise_text, "--noise")
+    scales = parse_floats(scale_text, "--init-scale")
 
-    # The product seeds x lrs x momentum x weight decay x noise, described (fastneuron.grid):
-    # each member's values are expanded on the device, block by block, never as arrays of M.
+    # The product seeds x lrs x momentum x weight decay x noise x init scale, described
+    # (fastneuron.grid): each member's values are expanded on the device, block by block,
+    # never as arrays of M.
     import fastneuron
 
     seed_axis = seeds.ranges[0] if len(seeds.ranges) == 1 else seeds.materialize()
-    grid = fastneuron.grid(seed_axis, lrs, momentum=mus, weight_decay=wds, noise=noises)
+    # (init_scale only when given: a run without it describes its members as before)
+    grid = fastneuron.grid(seed_axis, lrs, momentum=mus, weight_decay=wds, noise=noises,
+                           **({} if args.init_scale is None else {"init_scale": scales}))
     if member_momentum:
         options["momentum"] = grid["momentum"]
     if args.weight_decay is not None or args.optimizer != "adamw":  # adamw: torch's default 0.01 when not given
         options["weight_decay"] = grid["weight_decay"]
     problem["noise"] = grid["noise"]
+    if args.init_scale is not None:
+        problem["init_scale"] = grid["init_scale"]
 
     done_before = 0
     if args.resume and out_dir is None:
@@ -388,7 +455,7 @@ def summary(result, shape, seconds: float, *, done_before: Optional[int] = None,
     no chunk ran) "start-up" is the whole call."""
     s = result.settings
     m = len(result)
-    names = ("seeds", "lrs", "momenta", "weight decays", "noise levels")
+    names = ("seeds", "lrs", "momenta", "weight decays", "noise levels", "init scales")
     factors = " x ".join(f"{n} {k}" for n, k in zip(shape, names) if n > 1 or k == "seeds")
     if hasattr(result, "iter_parts") and m > _MEDIAN_MEMBERS:  # a parts directory too large to read whole
         diverged = sum(int((part.diverged_at >= 0).sum()) for _, part in result.iter_parts())
@@ -423,13 +490,29 @@ def summary(result, shape, seconds: float, *, done_before: Optional[int] = None,
                                               " of the run was done before)" if resumed else ""),
         f"neuron-steps/s {rate}" + (" (the steps of this process)" if resumed else ""),
         f"diverged       {diverged} ({100.0 * diverged / m:.3g}%)",
-        f"median weight  {median(None if ok is None else result.weight)}   (target a = {s['a']:g})",
-        f"median bias    {median(None if ok is None else result.bias)}   (target c = {s['c']:g})",
+        *_weight_lines(result, s, ok, median),
         f"median risk    {median(None if ok is None else result.risk)}",
     ]
     if out is not None:
         lines.append(f"saved          {out}")
     return "\n".join(lines)
+
+
+def _weight_lines(result, s: dict, ok, median) -> list:
+    """The summary's lines of the final weight and bias: the median w (one input) or |w|
+    (d > 1: its norm, beside the teacher's |a|), and b (or that there is none)."""
+    d = s.get("inputs", 1)
+    if d == 1:
+        lines = [f"median weight  {median(None if ok is None else result.weight)}   (target a = {s['a']:g})"]
+    else:
+        a = np.broadcast_to(np.asarray(s["a"], dtype=np.float64), (d,))
+        norm = None if ok is None else result.weight.double().norm(dim=1)
+        lines = [f"median |w|     {median(norm)}   ({d} inputs; teacher |a| = {float(np.linalg.norm(a)):.6g})"]
+    if s.get("bias", True):
+        lines.append(f"median bias    {median(None if ok is None else result.bias)}   (target c = {s['c']:g})")
+    else:
+        lines.append("bias           none (--no-bias)")
+    return lines
 
 
 def _run_bench(argv: list) -> int:
@@ -457,7 +540,10 @@ _FLAGS = {"seeds": "--seeds", "lrs": "--lrs", "steps": "--steps", "batch_size": 
           "checkpoint": "--checkpoint", "checkpoint_every": "--checkpoint-every", "resume": "--resume",
           "optimizer": "--optimizer", "betas": "--betas", "eps": "--eps", "amsgrad": "--amsgrad", "alpha": "--alpha",
           "centered": "--centered", "noise": "--noise", "x_dist": "--x-dist", "x_mean": "--x-mean",
-          "x_std": "--x-std", "lr_schedule": "--lr-schedule"}
+          "x_std": "--x-std", "lr_schedule": "--lr-schedule", "problem": "--problem", "inputs": "--inputs",
+          "activation": "--activation", "loss": "--loss", "init_scale": "--init-scale",
+          "leaky_slope": "--leaky-slope", "target_activation": "--target-activation",
+          "eval_samples": "--eval-samples"}
 
 
 def flag_names(message: str) -> str:
@@ -468,6 +554,10 @@ def flag_names(message: str) -> str:
     import re
 
     message = message.replace("nesterov=True", "--nesterov").replace('out="DIR/"', "--out DIR/")
+    # "needs problem='teacher'", "inputs=3", "activation='relu'": the flags with their values.
+    message = re.sub(r"(?<![\w-])(problem|inputs|activation|loss|target_activation)=(?:'([^']*)'|(\w+))",
+                     lambda mt: f"{_FLAGS[mt.group(1)]} {mt.group(2) if mt.group(2) is not None else mt.group(3)}",
+                     message)
     message = re.sub(r"\bbetas\[([01])\]", lambda mt: f"--betas item {int(mt.group(1)) + 1}", message)
     message = re.sub(r"(?<![\w-])(\w+_\w+)(?![\w-])", lambda mt: _FLAGS.get(mt.group(1), mt.group(1)), message)
     first = re.match(r"(\w+)(?=[ :=])", message)

@@ -16,7 +16,8 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
           log_every: Optional[int] = None, backend: str = "auto", device=None, progress: Optional[bool] = None,
           checkpoint=None, checkpoint_every: float = 5.0, resume=None, member_block: Optional[int] = None,
           distributed: bool = False, lr_schedule=None, out=None, threads=None, **options) -> Optional[TrainResult]:
-    """Train one ``nn.Linear(1, 1)`` per member by per-sample SGD, as SPEC.md says.
+    """Train one ``nn.Linear(1, 1)`` per member by per-sample SGD, as SPEC.md says; or,
+    with the model's options below, one full neuron ``act(w . x + b)`` per member (SPEC §6).
 
     Member ``m`` has ``seeds[m]`` (an integer in [0, 2**64)) and ``lrs[m]`` (a scalar
     gives every member the same). ``batch_size`` samples a step; ``log_every=k`` keeps
@@ -41,6 +42,22 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
     lo=1, hi=5``), or ``x ~ N(x_mean, x_std**2)`` with ``x_dist="normal"`` (``x_mean=0,
     x_std=1``); ``noise`` (a scalar or one value per member, >= 0) adds label noise
     ``noise * eps``, eps standard normal from its own random stream (SPEC §2b).
+
+    The model (SPEC §6a, all run-wide but ``init_scale``): ``inputs=d`` (1 to 4096: an
+    ``nn.Linear(d, 1)``; d > 1 needs ``problem="teacher"``), ``bias`` (True; False:
+    ``nn.Linear(d, 1, bias=False)``, b reported as 0), ``activation`` (``"identity"``,
+    ``"relu"``, ``"leaky_relu"``, ``"sigmoid"``, ``"tanh"``, ``"erf"`` (``erf(z/sqrt 2)``),
+    ``"abs"``, ``"square"``), ``loss`` (``"mse"``, ``nn.MSELoss``; ``"bce"``,
+    ``nn.BCEWithLogitsLoss`` on ``w . x + b``, which needs the identity and the teacher),
+    ``leaky_slope`` (0.01), and per member ``init_scale`` (> 0, default 1: ``nn.Linear``'s
+    init ``U[-1/sqrt(d), 1/sqrt(d))`` times it). ``problem="teacher"`` (SPEC §6d): the
+    target ``target_activation(a . x + c) + noise*eps`` (``target_activation`` defaults to
+    the model's ``activation``; with ``loss="bce"`` the label ``a . x + c + noise*eps > 0``),
+    ``a`` one number for every input or d numbers, ``c``, and x's law and ``noise`` as for
+    ``"linear"``. The risk (``result.risk``, SPEC §6f) is the closed form for the identity
+    with mse, otherwise the mean loss on a fixed evaluation set of ``eval_samples`` (4096)
+    draws, the same for every member and backend. The result's ``weight`` is (M, d) and its
+    history (L, M, d) for d > 1.
 
     ``lr_schedule`` (SGD only): the lr of step t is ``lr * f(t)``, as
     ``torch.optim.lr_scheduler.LambdaLR`` over ``torch.optim.SGD`` (SPEC §3d): a
@@ -81,7 +98,9 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
 
     Raises:
         ValueError: for any bad argument, naming it, before any work starts (a
-            ``checkpoint`` path that cannot be written included).
+            ``checkpoint`` path that cannot be written included; ``inputs`` outside [1,
+            4096], ``a`` of another length than ``inputs``, an unknown activation or loss,
+            ``loss="bce"`` with an activation or without the teacher).
         fastneuron.result.ResultNotSaved: an ``OSError``: the run finished but its final
             checkpoint could not be written; it names the path, and ``.result`` holds
             the TrainResult.

@@ -95,10 +95,12 @@ def load_checkpoint(path, spec) -> tuple[dict, dict]:
 def expected_arrays(spec) -> dict:
     """The arrays (name: (dtype, shape)) a checkpoint of run ``spec`` holds."""
     m = len(spec)
-    names = ["weight", "bias", *(f"{s}_{p}" for s in spec.state_names() for p in ("weight", "bias"))]
+    wshape = spec.model.weight_shape(m)  # (M,), or (d, M) for d > 1: training's layout (SPEC §6)
+    names = ["bias", *(f"{s}_bias" for s in spec.state_names())]
     expected = {**{k: (np.float32, (m,)) for k in names}, "diverged_at": (np.int64, (m,))}
+    expected.update({k: (np.float32, wshape) for k in ["weight", *(f"{s}_weight" for s in spec.state_names())]})
     if spec.log_every:
-        expected.update(history_weight=(np.float32, (spec.n_logged, m)),
+        expected.update(history_weight=(np.float32, (spec.n_logged, *wshape)),
                         history_bias=(np.float32, (spec.n_logged, m)))
     return expected
 

@@ -319,7 +319,12 @@ def _gather(shard: Optional[TrainResult], spec: RunSpec, rank: int, world: int,
     import torch.distributed as dist
 
     m, n_logged, log_every = len(spec), spec.n_logged, spec.log_every
-    cols = 4 + 2 * n_logged  # weight, bias, diverged_at (two words), history weight and bias
+    d = spec.model.inputs  # a result's weight is (M,) for d = 1, (M, d) else; its history (L, M[, d])
+    wshape, hshape = ((m,), (n_logged, m)) if d == 1 else ((m, d), (n_logged, m, d))
+    # A row: weight (d words), bias, diverged_at (two words), history weight (L*d) and bias (L)
+    hw0 = d + 3
+    hb0 = hw0 + n_logged * d
+    cols = hb0 + n_logged
     sizes = [shard_bounds(m, p, world) for p in range(world)]
     n_max = max(b - a for a, b in sizes)
     n_mine = sizes[rank][1] - sizes[rank][0]
@@ -331,10 +336,10 @@ def _gather(shard: Optional[TrainResult], spec: RunSpec, rank: int, world: int,
 
     gathered = None
     if rank == 0:
-        gathered = {"weight": torch.empty(m, dtype=torch.float32), "bias": torch.empty(m, dtype=torch.float32),
-               "diverged_at": torch.empty(m, dtype=torch.int64)}
+        gathered = {"weight": torch.empty(wshape, dtype=torch.float32), "bias": torch.empty(m, dtype=torch.float32),
+                    "diverged_at": torch.empty(m, dtype=torch.int64)}
         if log_every:
-            gathered["history_weight"] = torch.empty(n_logged, m, dtype=torch.float32)
+            gathered["history_weight"] = torch.empty(hshape, dtype=torch.float32)
             gathered["history_bias"] = torch.empty(n_logged, m, dtype=torch.float32)
     for i in range(0, n_max, rows):
         r = min(rows, n_max - i)
@@ -342,12 +347,13 @@ def _gather(shard: Optional[TrainResult], spec: RunSpec, rank: int, world: int,
         k = max(0, min(i + r, n_mine) - i)
         if k:
             lo, hi = i, i + k
-            buf[:k, 0] = shard.weight[lo:hi].view(torch.int32)
-            buf[:k, 1] = shard.bias[lo:hi].view(torch.int32)
-            buf[:k, 2:4] = shard.diverged_at[lo:hi].contiguous().view(torch.int32).view(k, 2)
+            buf[:k, 0:d] = shard.weight[lo:hi].reshape(k, d).view(torch.int32)
+            buf[:k, d] = shard.bias[lo:hi].view(torch.int32)
+            buf[:k, d + 1:d + 3] = shard.diverged_at[lo:hi].contiguous().view(torch.int32).view(k, 2)
             if n_logged:
-                buf[:k, 4:4 + n_logged] = shard.history_weight[:, lo:hi].t().view(torch.int32)
-                buf[:k, 4 + n_logged:] = shard.history_bias[:, lo:hi].t().view(torch.int32)
+                hist = shard.history_weight[:, lo:hi].reshape(n_logged, k, d).transpose(0, 1)
+                buf[:k, hw0:hb0] = hist.reshape(k, n_logged * d).view(torch.int32)
+                buf[:k, hb0:] = shard.history_bias[:, lo:hi].t().view(torch.int32)
         buf = buf.to(comm_dev)
         parts = [torch.empty_like(buf) for _ in range(world)] if rank == 0 else None
         try:
@@ -364,10 +370,11 @@ def _gather(shard: Optional[TrainResult], spec: RunSpec, rank: int, world: int,
                 continue
             part = part[:k].cpu()
             lo, hi = start + i, start + i + k
-            gathered["weight"].view(torch.int32)[lo:hi] = part[:, 0]
-            gathered["bias"].view(torch.int32)[lo:hi] = part[:, 1]
-            gathered["diverged_at"].view(torch.int32).view(m, 2)[lo:hi] = part[:, 2:4]
+            gathered["weight"].view(torch.int32).view(m, d)[lo:hi] = part[:, 0:d]
+            gathered["bias"].view(torch.int32)[lo:hi] = part[:, d]
+            gathered["diverged_at"].view(torch.int32).view(m, 2)[lo:hi] = part[:, d + 1:d + 3]
             if n_logged:
-                gathered["history_weight"].view(torch.int32)[:, lo:hi] = part[:, 4:4 + n_logged].t()
-                gathered["history_bias"].view(torch.int32)[:, lo:hi] = part[:, 4 + n_logged:].t()
+                hist = part[:, hw0:hb0].reshape(k, n_logged, d).transpose(0, 1)
+                gathered["history_weight"].view(torch.int32).view(n_logged, m, d)[:, lo:hi] = hist
+                gathered["history_bias"].view(torch.int32)[:, lo:hi] = part[:, hb0:].t()
     return gathered

@@ -40,6 +40,11 @@ BLOCK_BYTES_PER_MEMBER = 256
 #: or options (seed 8, lr 4, weight and bias 8, diverged_at 8); each state buffer adds 8
 #: (two parameters), each per-member option 4.
 HOST_BYTES_PER_MEMBER = 28
+#: Device bytes of a block member per input past the first (SPEC §6): the weight in the
+#: compiled backend's three buffer sets and its gradient sums (16), the data stream's
+#: int64 Philox words and their float32 samples for a block of four (eager and compile's
+#: graph temporaries, 4 * 8 + 4 * 4), and the tree's partial sums (8), rounded up.
+BYTES_PER_INPUT = 112
 
 
 def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
@@ -54,8 +59,8 @@ def run(spec: RunSpec, *, between_chunks: Optional[Callable[[], None]] = None):
     # refuses a run too large with its message, not with an allocator's error.
     store = _PartStore(spec) if spec.out is not None else None
     block = max(1, member_block(m, spec.n_logged, dev, spec.member_block, len(spec.state_names()),
-                                len(spec.member_options) + len(spec.problem_options),
-                                host_bytes=None if store is None else store.host_bytes))
+                                len(spec.member_options) + len(spec.problem_options) + len(spec.model_options),
+                                host_bytes=None if store is None else store.host_bytes, inputs=spec.model.inputs))
     if store is None:
         store = _HostStore(spec)
     start, t_start = 0, 0
@@ -129,7 +134,7 @@ def fresh_state(stepper: kernels.Stepper, members: Members, config: StepConfig, 
     """Step 0 of a block: (w0, b0) from the init stream, zeroed optimizer state."""
     w0, b0 = stepper.init(members, config)
     return State(w0, b0, tuple(torch.zeros_like(w0) for _ in state_names),
-                 tuple(torch.zeros_like(w0) for _ in state_names), torch.full_like(w0, -1, dtype=torch.int64))
+                 tuple(torch.zeros_like(b0) for _ in state_names), torch.full_like(b0, -1, dtype=torch.int64))
 
 
 # -- threads ------------------------------------------------------------------------
@@ -186,12 +191,14 @@ def available_bytes(dev: torch.device) -> int:
 
 
 def check_host_memory(m: int, n_logged: int, n_state: int = 1, n_options: int = 2,
-                      host_bytes: Optional[int] = None) -> None:
+                      host_bytes: Optional[int] = None, inputs: int = 1) -> None:
     """ValueError when the inputs and results of ``m`` members with ``n_logged`` logged
     steps, ``n_state`` optimizer buffers per parameter and ``n_options`` per-member
     options (defaults: SGD with momentum) cannot fit in the host's available memory
-    (``host_bytes``: the bytes per member instead, when the caller knows better)."""
-    per_member = HOST_BYTES_PER_MEMBER + 8 * n_state + 4 * n_options + 8 * n_logged
+    (``host_bytes``: the bytes per member instead, when the caller knows better). Each
+    input past the first adds a weight, its optimizer states and its logged values."""
+    per_member = HOST_BYTES_PER_MEMBER + 8 * n_state + 4 * n_options + 8 * n_logged \
+        + 4 * (inputs - 1) * (1 + n_state + n_logged)
     host_need = m * (per_member if host_bytes is None else host_bytes)
     host_free = available_bytes(torch.device("cpu"))
     if host_need > host_free:
@@ -206,15 +213,16 @@ def check_host_memory(m: int, n_logged: int, n_state: int = 1, n_options: int = 
 
 
 def member_block(m: int, n_logged: int, device: torch.device, requested: Optional[int], n_state: int = 1,
-                 n_options: int = 2, host_bytes: Optional[int] = None) -> int:
+                 n_options: int = 2, host_bytes: Optional[int] = None, inputs: int = 1) -> int:
     """How many of ``m`` members to train at once on ``device`` (``requested``, or what
     a quarter of its free memory holds); ValueError when the run cannot fit at all.
     ``n_state``, ``n_options`` and ``host_bytes`` as for :func:`check_host_memory`."""
-    check_host_memory(m, n_logged, n_state, n_options, host_bytes)
+    check_host_memory(m, n_logged, n_state, n_options, host_bytes, inputs)
     if requested is not None:
         return min(m, requested)
     free = available_bytes(device) // 4
-    per_member = BLOCK_BYTES_PER_MEMBER + 24 * n_state + 4 * n_options + 8 * n_logged
+    per_member = BLOCK_BYTES_PER_MEMBER + 24 * n_state + 4 * n_options + 8 * n_logged \
+        + (inputs - 1) * BYTES_PER_INPUT + (inputs - 1) * (12 * n_state + 4 * n_logged)
     return min(m, max(1, free // per_member))
 
 
@@ -240,9 +248,9 @@ class _HostStore:
         names = ["weight", "bias", "diverged_at"]
         names += [f"{s}_{p}" for s in spec.state_names() for p in ("weight", "bias")]
         self.host: dict = dict.fromkeys(names)
-        for p in ("weight", "bias"):
-            self.host[f"history_{p}"] = torch.empty(spec.n_logged, len(spec), dtype=torch.float32) \
-                if spec.log_every else None
+        wshape = spec.model.weight_shape(len(spec))  # the members last, as in training
+        self.host["history_weight"] = torch.empty(spec.n_logged, *wshape) if spec.log_every else None
+        self.host["history_bias"] = torch.empty(spec.n_logged, len(spec)) if spec.log_every else None
         self.checkpoints = spec.checkpoint is not None
 
     def resume(self) -> dict:
@@ -256,12 +264,12 @@ class _HostStore:
             return None
         if spec.device.type == "cpu" and not pad and stop - first == len(spec):
             return History(host["history_weight"], host["history_bias"], spec.log_every)
-        return History(take(host["history_weight"], first, stop, spec.device, pad, dim=1),
-                       take(host["history_bias"], first, stop, spec.device, pad, dim=1), spec.log_every)
+        return History(take(host["history_weight"], first, stop, spec.device, pad, dim=-1),
+                       take(host["history_bias"], first, stop, spec.device, pad, dim=-1), spec.log_every)
 
     def saved_state(self, first: int, stop: int, pad: int) -> State:
         def get(name):
-            return take(self.host[name], first, stop, self.spec.device, pad)
+            return take(self.host[name], first, stop, self.spec.device, pad, dim=-1)
 
         names = self.spec.state_names()
         return State(get("weight"), get("bias"), tuple(get(f"{s}_weight") for s in names),
@@ -271,16 +279,16 @@ class _HostStore:
         """Copy a block's state (members [first, stop), padding dropped) and history into the host."""
         host, m, n = self.host, len(self.spec), stop - first
         for k, x in _state_values(self.spec, state).items():
-            if n == m and x.device.type == "cpu" and x.numel() == m:
+            if n == m and x.device.type == "cpu" and x.shape[-1] == m:
                 host[k] = x  # the whole run in one block, on the host: adopt, do not copy
                 continue
             if host[k] is None:
-                host[k] = torch.empty(m, dtype=x.dtype)
+                host[k] = torch.empty(*x.shape[:-1], m, dtype=x.dtype)
             # Straight from the device into the host array: no temporary of the block's state.
-            host[k][first:stop].copy_(x[:n])
+            host[k][..., first:stop].copy_(x[..., :n])
         if history is not None and history.weight is not host["history_weight"]:
-            host["history_weight"][:, first:stop].copy_(history.weight[:, :n])
-            host["history_bias"][:, first:stop].copy_(history.bias[:, :n])
+            host["history_weight"][..., first:stop].copy_(history.weight[..., :n])
+            host["history_bias"][..., first:stop].copy_(history.bias[..., :n])
 
     def checkpoint(self, first: int, stop: int, t: int) -> None:
         if self.checkpoints:
@@ -301,6 +309,7 @@ class _HostStore:
         w, b, div = host["weight"], host["bias"], host["diverged_at"]
         hist_w, hist_b = host["history_weight"], host["history_bias"]
         _mark_diverged(spec, w, b, div, hist_w, hist_b)
+        w, hist_w = member_major(w, spec.model.inputs), member_major(hist_w, spec.model.inputs)
         result = spec.result(w, b, div, hist_w, hist_b)
         if not_saved is not None:
             raise ResultNotSaved(spec.checkpoint, result, not_saved) from not_saved
@@ -314,6 +323,14 @@ def _any_diverged(div: torch.Tensor) -> bool:
     return bool(div.numel()) and int(div.max()) >= 0
 
 
+def member_major(x: Optional[torch.Tensor], inputs: int) -> Optional[torch.Tensor]:
+    """A weight (d, M) or its history (L, d, M), in training's layout, as results hold it:
+    (M, d), (L, M, d). One input's (M,) and (L, M) stay as they are."""
+    if x is None or inputs == 1:
+        return x
+    return x.transpose(-1, -2).contiguous()
+
+
 def _mark_diverged(spec: RunSpec, w, b, div, hist_w, hist_b) -> None:
     """NaN where diverged (SPEC §4, §5), in place."""
     if not _any_diverged(div):
@@ -325,7 +342,7 @@ def _mark_diverged(spec: RunSpec, w, b, div, hist_w, hist_b) -> None:
         # A member's logged values from its divergence on are NaN, whatever non-finite
         # (or, in the compiled backend, parked) value the arithmetic left.
         gone = diverged & (div <= spec.logged_steps[:, None])
-        hist_w.masked_fill_(gone, float("nan"))
+        hist_w.masked_fill_(gone if hist_w.dim() == 2 else gone[:, None, :], float("nan"))
         hist_b.masked_fill_(gone, float("nan"))
 
 
@@ -337,23 +354,31 @@ class _PartStore:
     seconds, is ``checkpoint.npz`` in the part: the header (settings, members' digest,
     block and step) and the block in training's state, apart from the results (a
     block's results are never read back as its state), written atomically after the
-    part's files are synced. It stays in the finished part, so that a resume checks it."""
+    part's files are synced. It stays in the finished part, so that a resume checks it.
+
+    With ``inputs`` d > 1 (SPEC §6f) the part's ``weight.npy`` is (n, d) and its
+    ``history_weight.npy`` (L, n, d), as results hold them (member-major), while training
+    and the checkpoint keep the block's weight as (d, n) (coordinate-major): a block's
+    (d, n) is written as its members' (n, d) rows at their offsets."""
 
     checkpoints = True
 
     def __init__(self, spec: RunSpec):
         self.spec = spec
-        m, log = len(spec), spec.n_logged
-        self.results = {"weight": (np.float32, (m,)), "bias": (np.float32, (m,)), "diverged_at": (np.int64, (m,))}
+        m, log, d = len(spec), spec.n_logged, spec.model.inputs
+        self.inputs = d
+        weight = (np.float32, (m,)) if d == 1 else (np.float32, (m, d), 0)
+        self.results = {"weight": weight, "bias": (np.float32, (m,)), "diverged_at": (np.int64, (m,))}
         if spec.log_every:
-            self.results.update(history_weight=(np.float32, (log, m)), history_bias=(np.float32, (log, m)))
+            history = (np.float32, (log, m)) if d == 1 else (np.float32, (log, m, d), 1)
+            self.results.update(history_weight=history, history_bias=(np.float32, (log, m)))
         # The per-member columns given as arrays; a grid's (or one shared value) go in the manifest.
-        self.inputs = {k: x for k, x in spec.member_columns().items() if describe(x) is None}
-        for k, x in self.inputs.items():  # (the float64 columns, lrs_float64 say, hold the values as given)
+        self.columns = {k: x for k, x in spec.member_columns().items() if describe(x) is None}
+        for k, x in self.columns.items():  # (the float64 columns, lrs_float64 say, hold the values as given)
             self.results[k] = (np.uint64 if k == "seeds" else np.float64 if x.dtype == torch.float64 else np.float32,
                                (m,))
         # Explicit inputs cost their bytes on the host (the caller's arrays); the rest is O(block).
-        self.host_bytes = sum(np.dtype(self.results[k][0]).itemsize for k in self.inputs)
+        self.host_bytes = sum(np.dtype(self.results[k][0]).itemsize for k in self.columns)
         self.pending: Optional[dict] = None  # the block in training's state at the last store, on the host
         os.makedirs(spec.out, exist_ok=True)
         final = os.path.join(spec.out, part_name(spec.part))
@@ -368,7 +393,7 @@ class _PartStore:
             return
         self.writer = PartWriter(spec.out, spec.part, self.results, resume=spec.resume is not None)
         if spec.resume is None:
-            for k, x in self.inputs.items():
+            for k, x in self.columns.items():
                 for a in range(0, m, 1 << 22):
                     b = min(m, a + (1 << 22))
                     self.writer.write(k, a, b, x[a:b].numpy().view(np.uint64) if k == "seeds" else x[a:b].numpy())
@@ -384,7 +409,9 @@ class _PartStore:
                 meta = read_header(z, "meta")
                 check_header(path, meta, spec)
                 n = meta["block_stop"] - meta["block_start"] if meta["step"] else 0
-                expected = {k: (np.int64 if k == "diverged_at" else np.float32, (n,)) for k in self._state_names()}
+                expected = {k: (np.int64 if k == "diverged_at" else np.float32,
+                                spec.model.weight_shape(n) if k.endswith("weight") else (n,))
+                            for k in self._state_names()}
                 check_arrays(z, expected if n else {}, header="meta")
                 saved = {k: torch.from_numpy(z.read(k)) for k in expected} if n else {}
         except (OSError, KeyError, zipfile.BadZipFile, EOFError) as exc:
@@ -405,14 +432,30 @@ class _PartStore:
         if not spec.log_every:
             return None
         if resumed:  # the rows before the step resumed from: final, or rewritten below
-            return History(*(take(torch.from_numpy(self.writer.read(k, first, stop)), 0, stop - first, spec.device,
-                                  pad, dim=1) for k in ("history_weight", "history_bias")), spec.log_every)
+            return History(*(take(self._training_layout(torch.from_numpy(self.writer.read(k, first, stop)), k), 0,
+                                  stop - first, spec.device, pad, dim=-1)
+                             for k in ("history_weight", "history_bias")), spec.log_every)
         shape = (spec.n_logged, stop - first + pad)
-        return History(torch.empty(shape, device=spec.device), torch.empty(shape, device=spec.device), spec.log_every)
+        wshape = (spec.n_logged, *spec.model.weight_shape(stop - first + pad))
+        return History(torch.empty(wshape, device=spec.device), torch.empty(shape, device=spec.device),
+                       spec.log_every)
+
+    def _training_layout(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """A weight's (n, d) or history's (L, n, d) from the part as training holds it:
+        (d, n), (L, d, n) (one input: as it is)."""
+        if self.inputs == 1 or not name.endswith("weight"):
+            return x
+        return x.transpose(-1, -2)
+
+    def _part_layout(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """A block's weight (d, n) or history (L, d, n) as the part holds it: (n, d), (L, n, d)."""
+        if self.inputs == 1 or not name.endswith("weight"):
+            return x
+        return x.transpose(-1, -2).contiguous()
 
     def saved_state(self, first: int, stop: int, pad: int) -> State:
-        def get(name):
-            return take(self.pending[name], 0, stop - first, self.spec.device, pad)
+        def get(name):  # the members' axis is the last: (n,) or a weight's (d, n)
+            return take(self.pending[name], 0, stop - first, self.spec.device, pad, dim=-1)
 
         names = self.spec.state_names()
         return State(get("weight"), get("bias"), tuple(get(f"{s}_weight") for s in names),
@@ -420,8 +463,8 @@ class _PartStore:
 
     def store_block(self, first: int, stop: int, state: State, history: Optional[History], final: bool) -> None:
         n = stop - first
-        values = {k: x[:n].cpu() for k, x in _state_values(self.spec, state).items()}
-        hist = None if history is None else (history.weight[:, :n].cpu(), history.bias[:, :n].cpu())
+        values = {k: x[..., :n].cpu() for k, x in _state_values(self.spec, state).items()}
+        hist = None if history is None else (history.weight[..., :n].cpu(), history.bias[:, :n].cpu())
         if not final:  # the block's state waits for the checkpoint; its history rows so far go to the part
             self.pending = {k: x.clone() for k, x in values.items()}
         else:  # the results only, NaN where diverged (copies: the state may be the stepper's buffers)
@@ -433,9 +476,9 @@ class _PartStore:
                 _mark_diverged(self.spec, values["weight"], values["bias"], values["diverged_at"],
                                *(hist or (None, None)))
             for k, x in values.items():
-                self.writer.write(k, first, stop, x.numpy())
+                self.writer.write(k, first, stop, self._part_layout(x, k).numpy())
         if hist is not None:
-            self.writer.write("history_weight", first, stop, hist[0].numpy())
+            self.writer.write("history_weight", first, stop, self._part_layout(hist[0], "history_weight").numpy())
             self.writer.write("history_bias", first, stop, hist[1].numpy())
 
     def checkpoint(self, first: int, stop: int, t: int) -> None:

@@ -152,4 +152,4 @@ def register_optimizer(cls: type) -> type:
 
 def run_option_names(cls: type) -> tuple[str, ...]:
     """The run-wide options of an optimizer or problem class: its dataclass fields."""
-    return tuple(f.name for f in fields(cls))
+    return tuple(f.name for f in fields(cls) if f.init)

@@ -11,7 +11,8 @@ from its parts' ``checkpoint.npz``). :mod:`fastneuron.parts` reads the result.
 Layout (``n`` members in a part, ``L`` logged steps):
 
 - ``weight.npy``, ``bias.npy`` float32 (n,), NaN where diverged; ``diverged_at.npy``
-  int64 (n,); ``history_weight.npy``, ``history_bias.npy`` float32 (L, n) with a log;
+  int64 (n,); ``history_weight.npy``, ``history_bias.npy`` float32 (L, n) with a log
+  (with ``inputs`` d > 1, SPEC §6f: ``weight.npy`` (n, d), ``history_weight.npy`` (L, n, d));
 - ``seeds.npy`` uint64 (n,), ``lrs.npy`` and each per-member option's float32 (n,),
   and ``<name>_float64.npy`` float64 (n,) for the values as given that the manifest's
   ``float64`` names (SPEC §3c, §3d), for the columns given as arrays (a grid's columns
@@ -58,16 +59,18 @@ def _read_header(path: str) -> tuple:
 class PartWriter:
     """One part's ``.npy`` files, written by member ranges.
 
-    ``arrays``: name -> (dtype, shape); the last axis is the part's members. A fresh
-    writer (``resume=False``) empties ``DIR/part-XXXXX.tmp``; ``resume=True`` reopens
-    it and checks that each file has the dtype and shape given (ValueError naming the
-    file otherwise)."""
+    ``arrays``: name -> (dtype, shape), the last axis the part's members, or (dtype,
+    shape, axis) with the members along ``axis`` (a weight (n, d): axis 0; its history
+    (L, n, d): axis 1). A fresh writer (``resume=False``) empties ``DIR/part-XXXXX.tmp``;
+    ``resume=True`` reopens it and checks that each file has the dtype and shape given
+    (ValueError naming the file otherwise)."""
 
     def __init__(self, directory, index: int, arrays: dict, *, resume: bool = False):
         self.directory = os.fspath(directory)
         self.final = os.path.join(self.directory, part_name(index))
         self.path = self.final + ".tmp"
-        self.arrays = {k: (np.dtype(d), tuple(s)) for k, (d, s) in arrays.items()}
+        self.arrays = {k: (np.dtype(v[0]), tuple(v[1])) for k, v in arrays.items()}
+        self.axes = {k: (v[2] if len(v) > 2 else len(v[1]) - 1) % len(v[1]) for k, v in arrays.items()}
         if not resume:
             shutil.rmtree(self.path, ignore_errors=True)
             os.makedirs(self.path)
@@ -92,17 +95,23 @@ class PartWriter:
             self._offsets[name] = offset
 
     def _ranges(self, name: str, start: int, stop: int):
-        """(row, byte offset, byte count) of members [start, stop) in each row of ``name``."""
+        """(row, byte offset, byte count) of members [start, stop) in each row of ``name``
+        (a row: an index of the axes before the members'; each member's values after them
+        are contiguous)."""
         dtype, shape = self.arrays[name]
-        n, rows = shape[-1], int(np.prod(shape[:-1], dtype=np.int64))
-        size = dtype.itemsize
+        axis = self.axes[name]
+        n, rows = shape[axis], int(np.prod(shape[:axis], dtype=np.int64))
+        size = dtype.itemsize * int(np.prod(shape[axis + 1:], dtype=np.int64))
         for r in range(rows):
             yield r, self._offsets[name] + (r * n + start) * size, (stop - start) * size
 
     def write(self, name: str, start: int, stop: int, values) -> None:
-        """Members ``[start, stop)`` of array ``name`` (``values``: shape (..., stop - start))."""
+        """Members ``[start, stop)`` of array ``name`` (``values``: its shape with
+        ``stop - start`` members: (..., stop - start), or (stop - start, d), (L, stop - start, d))."""
         dtype, shape = self.arrays[name]
-        values = np.ascontiguousarray(np.asarray(values), dtype=dtype).reshape(-1, stop - start)
+        axis = self.axes[name]
+        rows = int(np.prod(shape[:axis], dtype=np.int64))
+        values = np.ascontiguousarray(np.asarray(values), dtype=dtype).reshape(rows, -1)
         for r, offset, count in self._ranges(name, start, stop):
             data = memoryview(values[r]).cast("B")
             done = 0
@@ -110,11 +119,12 @@ class PartWriter:
                 done += os.pwrite(self._fds[name], data[done:], offset + done)
 
     def read(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Members ``[start, stop)`` of array ``name``, shape (..., stop - start)."""
+        """Members ``[start, stop)`` of array ``name``: its shape with ``stop - start`` members."""
         dtype, shape = self.arrays[name]
+        axis = self.axes[name]
         rows = [np.frombuffer(_pread(self._fds[name], count, offset), dtype=dtype)
                 for _, offset, count in self._ranges(name, start, stop)]
-        return np.stack(rows).reshape(*shape[:-1], stop - start)
+        return np.stack(rows).reshape(*shape[:axis], stop - start, *shape[axis + 1:])
 
     def sync(self) -> None:
         for fd in self._fds.values():

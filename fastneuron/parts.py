@@ -20,6 +20,8 @@ rank's without members). A part's name is a plain file name (letters, digits, ``
 ``-``, ``.``; not starting with ``.``). Part ``[start, stop)`` (``n = stop - start``)
 holds ``weight.npy``, ``bias.npy`` (float32 (n,), NaN where diverged), ``diverged_at.npy``
 (int64 (n,)), with a log ``history_weight.npy`` and ``history_bias.npy`` (float32 (L, n)),
+(with ``inputs`` d > 1 in the settings, SPEC §6f: ``weight.npy`` (n, d) and
+``history_weight.npy`` (L, n, d), each member's d values contiguous),
 and for each column not ``described``: ``seeds.npy`` (uint64 (n,)), ``lrs.npy`` and one
 ``<option>.npy`` per member option (float32 (n,)), and ``<name>_float64.npy`` (float64
 (n,)) for each column the manifest's optional ``"float64": ["lrs", ...]`` names (its
@@ -56,8 +58,8 @@ from . import result as _result
 from .files import float64_names, read_npy_header
 from .part_writer import FORMAT, FORMAT_VERSION, MANIFEST
 from .result import TrainResult
-from .summary import (Summary, check_by, group_row, member_columns, median_step, notes, risk_quantiles,
-                      spread_columns, spread_problem)
+from .summary import (Summary, check_by, combine_spread, group_row, member_columns, median_step, notes,
+                      risk_quantiles, spread_columns, spread_problem, weight_spread)
 
 #: Largest manifest read (bytes).
 MAX_MANIFEST_BYTES = 1 << 26
@@ -147,8 +149,10 @@ def _check_manifest(directory: str) -> tuple:
         raise broken(f"settings of type {type(settings).__name__}")
     try:
         _result._settings_problem(settings)
+        d = _result.settings_model(settings).inputs
     except (KeyError, TypeError, ValueError) as exc:
         raise broken(f"settings do not describe the problem: {type(exc).__name__} {exc}") from None
+    inner = (d,) if d > 1 else ()  # the weight's coordinates: only when the settings say inputs=d
     m = meta.get("n_members")
     if not _int(m) or m < 0:
         raise broken(f"n_members {m!r}")
@@ -205,8 +209,10 @@ def _check_manifest(directory: str) -> tuple:
             raise ValueError(f"{part.directory}: missing (a part named in {path})")
         n = part.stop - part.start
         files = {k: (dtype, (n,)) for k, dtype in _FIXED.items()}
+        files["weight"] = (np.float32, (n, *inner))
         if n_logged:
             files.update(dict.fromkeys(_HISTORY, (np.float32, (n_logged, n))))
+            files["history_weight"] = (np.float32, (n_logged, n, *inner))
         files.update({k: (dtype, (n,)) for k, dtype in dtypes.items() if k not in described})
         for k, (dtype, shape) in files.items():
             _npy_header(os.path.join(part.directory, k + ".npy"), dtype, shape)
@@ -286,7 +292,8 @@ class PartsResult:
 
     def __repr__(self) -> str:
         s = self.settings
-        return (f"PartsResult(members={len(self)}, parts={self.n_parts}, steps={s.get('steps')}, "
+        inputs = f", inputs={s['inputs']}" if s.get("inputs", 1) != 1 else ""
+        return (f"PartsResult(members={len(self)}{inputs}, parts={self.n_parts}, steps={s.get('steps')}, "
                 f"backend={s.get('backend')!r}, logged={len(self.history_steps)}, directory={self.directory!r})")
 
     def __getattr__(self, name: str):
@@ -331,7 +338,9 @@ class PartsResult:
             x = self._map(p, k)[a:b]
             return x if k == "seeds" else torch.from_numpy(x)
 
-        t = {k: torch.from_numpy(self._map(p, k)[..., a:b]) for k in p.files if k in _FIXED or k in _HISTORY}
+        # The members' axis: the first of a final array ((n,), a weight's (n, d)), the second of a history's.
+        t = {k: torch.from_numpy(self._map(p, k)[:, a:b] if k in _HISTORY else self._map(p, k)[a:b])
+             for k in p.files if k in _FIXED or k in _HISTORY}
         return TrainResult(
             seeds=column("seeds"), lrs=column("lrs"), member_options={k: column(k) for k in self._options},
             weight=t["weight"], bias=t["bias"], diverged_at=t["diverged_at"], settings=self.settings,
@@ -344,11 +353,21 @@ class PartsResult:
         for i, p in enumerate(self._parts):
             yield p.start, self.part(i)
 
-    def _cat(self, get, dtype, axis: int = 0, rows: int = 0) -> np.ndarray:
+    def _cat(self, get, dtype, axis: int = 0, rows: int = 0, inner: tuple = ()) -> np.ndarray:
         pieces = [get(i, p) for i, p in enumerate(self._parts)]
         if not pieces:
-            return np.zeros((rows, 0) if axis else (0,), dtype=dtype)
+            return np.zeros(((rows, 0) if axis else (0,)) + inner, dtype=dtype)
         return np.concatenate(pieces, axis=axis)
+
+    @property
+    def inputs(self) -> int:
+        """d, the inputs of each member's ``nn.Linear(d, 1)`` (1 for a v2 run)."""
+        return _result.settings_model(self.settings).inputs
+
+    @property
+    def model(self):
+        """The run's model (:class:`fastneuron.model.Neuron`), from the settings."""
+        return _result.settings_model(self.settings)
 
     def _column(self, name: str, dtype=np.float32) -> torch.Tensor:
         return torch.from_numpy(self._cat(lambda i, p: self._numpy(p, name), dtype))
@@ -360,12 +379,14 @@ class PartsResult:
         return {k: self._column(_result.float64_column_name(k), np.float64) for k in self._float64}
 
     def _fixed(self, name: str):
+        d = self.inputs
+        inner = (d,) if d > 1 and name in ("weight", "history_weight") else ()
         if name in _HISTORY:
             if not len(self.history_steps):
                 return None
             return torch.from_numpy(self._cat(lambda i, p: self._map(p, name), np.float32, axis=1,
-                                              rows=len(self.history_steps)))
-        return torch.from_numpy(self._cat(lambda i, p: self._map(p, name), _FIXED[name]))
+                                              rows=len(self.history_steps), inner=inner))
+        return torch.from_numpy(self._cat(lambda i, p: self._map(p, name), _FIXED[name], inner=inner))
 
     @property
     def seeds(self) -> np.ndarray:
@@ -377,11 +398,11 @@ class PartsResult:
         """float32 (M,) (materialized)."""
         return self._column("lrs")
 
-    weight = property(lambda self: self._fixed("weight"), doc="float32 (M,) (materialized)")
+    weight = property(lambda self: self._fixed("weight"), doc="float32 (M,), or (M, d) (materialized)")
     bias = property(lambda self: self._fixed("bias"), doc="float32 (M,) (materialized)")
     diverged_at = property(lambda self: self._fixed("diverged_at"), doc="int64 (M,) (materialized)")
     history_weight = property(lambda self: self._fixed("history_weight"),
-                              doc="float32 (L, M) (materialized), None without a log")
+                              doc="float32 (L, M), or (L, M, d) (materialized), None without a log")
     history_bias = property(lambda self: self._fixed("history_bias"),
                             doc="float32 (L, M) (materialized), None without a log")
 
@@ -602,7 +623,7 @@ class _Exact:
     def spread(self, g):
         from .theory import std_with_se
 
-        return (std_with_se(self._of("bounds_ok", "w_s", g)),
+        return (weight_spread(self._of("bounds_ok", "w_s", g)),
                 std_with_se(self._of("bounds_ok", "b_s", g)))
 
 
@@ -713,6 +734,7 @@ class _Streaming:
         self.risk = _Counts(1 << (63 - _SHIFT))
         self.first = _Counts(logged + 1)
         self.w, self.b = _Moments(), _Moments()
+        self.inputs = 1  # a weight of d > 1 coordinates: group g's coordinate i is moments' group g*d + i
 
     def add(self, gid, diverged, risk_ok, first, w_ok, b_ok, n_groups):
         self.n = np.concatenate([self.n, np.zeros(n_groups - len(self.n), np.int64)])
@@ -724,7 +746,11 @@ class _Streaming:
         if first is not None:
             self.first.add(gid, first)
         if w_ok is not None:
-            self.w.add(gid_ok, w_ok, n_groups)
+            if w_ok.ndim == 2:
+                d = self.inputs = w_ok.shape[1]
+                self.w.add((gid_ok[:, None] * d + np.arange(d)).reshape(-1), w_ok.reshape(-1), n_groups * d)
+            else:
+                self.w.add(gid_ok, w_ok, n_groups)
             self.b.add(gid_ok, b_ok, n_groups)
 
     def count(self, g):
@@ -755,7 +781,9 @@ class _Streaming:
         return None if idx >= self.logged else int(steps_f[idx])
 
     def spread(self, g):
-        return self.w.std_se(g), self.b.std_se(g)
+        d = self.inputs
+        w = self.w.std_se(g) if d == 1 else combine_spread([self.w.std_se(g * d + i) for i in range(d)])
+        return w, self.b.std_se(g)
 
 
 def load_parts(directory) -> PartsResult:

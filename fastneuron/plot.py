@@ -41,12 +41,13 @@ def _has_noise(result) -> bool:
 
 def _want_edges(result, edges) -> bool:
     """``edges``: True, False or "auto" (drawn for plain SGD with label noise)."""
-    from . import theory
+    from .summary import theory_applies
 
     if edges == "auto":
-        return _has_noise(result) and theory.plain_sgd(result)
-    if edges and not theory.plain_sgd(result):
-        raise ValueError("edges: the theory's edges hold for plain SGD (momentum and weight decay 0) only")
+        return _has_noise(result) and theory_applies(result)
+    if edges and not theory_applies(result):
+        raise ValueError("edges: the theory's edges hold for plain SGD (momentum and weight decay 0) of "
+                         "nn.Linear(1, 1) (one input, a bias, no activation) only")
     return bool(edges)
 
 
@@ -114,6 +115,7 @@ def spread_vs_lr(result, path=None, edges="auto", stationary: bool = True,
     fraction of seeds diverged per lr. ``edges`` as for :func:`risk_vs_lr` (needs plain
     SGD). Needs a result with label noise."""
     from . import theory
+    from .summary import theory_applies
 
     plt = _plt()
     if not _has_noise(result):
@@ -122,7 +124,7 @@ def spread_vs_lr(result, path=None, edges="auto", stationary: bool = True,
     lr = np.array([r["lr"] for r in rows])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharex=True)
     noise = np.unique(np.asarray(result.member_options["noise"], dtype=np.float32))
-    problem = theory.problem_of(result) if theory.plain_sgd(result) else None
+    problem = theory.problem_of(result) if theory_applies(result) else None
     dense = np.geomspace(lr.min(), lr.max(), 400) if lr.size else lr
     draw = _want_edges(result, edges)
     for ax, name in zip(axes, ("w", "b")):
@@ -207,21 +209,31 @@ def risk_vs_step(result, lrs=None, path=None, max_lines: int = 6):
 
 
 def trajectories(result, members=None, path=None, n: int = 6):
-    """(w, b) paths of a few members from their init to the target (a, c)."""
+    """(w, b) paths of a few members from their init to the target (a, c). With d > 1
+    inputs, the weight is drawn as its norm |w| (the teacher's |a|)."""
     plt = _plt()
     if result.history_weight is None:
         raise ValueError("trajectories needs a history: train with log_every")
     if members is None:
         members = np.linspace(0, len(result) - 1, min(n, len(result))).round().astype(int)
+    s = result.settings
+    vector = s.get("inputs", 1) != 1
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for i in members:
         w, b = result.history_weight[:, i].numpy(), result.history_bias[:, i].numpy()
+        if vector:
+            w = np.linalg.norm(w.astype(np.float64), axis=-1)
         (line,) = ax.plot(w, b, lw=1, label=f"seed {result.seeds[i]}, lr {float(result.lrs[i]):.3g}")
         ax.plot(w[:1], b[:1], "o", color=line.get_color(), ms=4)
-    s = result.settings
-    ax.plot([s["a"]], [s["c"]], "k*", ms=12, label=f"target ({s['a']:g}, {s['c']:g})")
-    ax.set_xlabel("w")
+    if vector:
+        a = np.asarray(s["a"], dtype=np.float64)
+        a_norm = float(np.linalg.norm(np.broadcast_to(a, (int(s["inputs"]),))))
+        ax.plot([a_norm], [s["c"]], "k*", ms=12, label=f"teacher (|a| {a_norm:g}, c {s['c']:g})")
+        ax.set_xlabel("|w|")
+    else:
+        ax.plot([s["a"]], [s["c"]], "k*", ms=12, label=f"target ({s['a']:g}, {s['c']:g})")
+        ax.set_xlabel("w")
     ax.set_ylabel("b")
-    ax.set_title("(w, b) trajectories (dots: after step 0)")
+    ax.set_title(("(|w|, b)" if vector else "(w, b)") + " trajectories (dots: after step 0)")
     ax.legend(fontsize=7)
     return _finish(fig, path)

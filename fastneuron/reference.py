@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
+from .model import NeuronFlags, output_grad
 from .rng import consecutive_words
 
 
@@ -32,6 +33,11 @@ class StepConfig:
     problem: type
     problem_flags: Any = None  # None: the problem's defaults (no noise, uniform x)
     schedule: bool = False
+    model_flags: Any = None  # None: v2's neuron (NeuronFlags()), SPEC §6
+
+    @property
+    def model(self) -> NeuronFlags:
+        return NeuronFlags() if self.model_flags is None else self.model_flags
 
 
 class Constants(NamedTuple):
@@ -41,6 +47,7 @@ class Constants(NamedTuple):
     optimizer: tuple  # the optimizer's constants (e.g. optim.SGDConstants)
     batch: torch.Tensor  # float32(B): the divisor of the batch mean
     lr_factors: Optional[torch.Tensor] = None  # float64 (>= steps,): the lr schedule's f[t] (SPEC §3d)
+    model: Optional[tuple] = None  # the model's constants (model.NeuronConstants), None: v2's neuron
 
 
 class Members(NamedTuple):
@@ -65,6 +72,7 @@ class Members(NamedTuple):
     problem_options: Optional[tuple] = None  # the problem's MemberOptions (None: none used)
     s_lo_step: int = 0  # 0: s_lo holds each member's word; 1: s_lo[0] + i (see above)
     neg_lr64: Optional[torch.Tensor] = None  # float64, -lr as given (see above), or None
+    model_options: Optional[tuple] = None  # the model's MemberOptions (init_scale), None: none used
 
 
 def neg_lr64(members: Members) -> torch.Tensor:
@@ -87,7 +95,8 @@ def dense_members(members: Members) -> Members:
 
 
 class State(NamedTuple):
-    """What changes from step to step, shape (M,)."""
+    """What changes from step to step: (M,), the weight and its optimizer state (d, M) for
+    d > 1 inputs (SPEC §6; the members are the last dimension of every tensor)."""
 
     weight: torch.Tensor
     bias: torch.Tensor
@@ -97,8 +106,9 @@ class State(NamedTuple):
 
 
 class History(NamedTuple):
-    """Where a stepper writes the logged steps: rows (L, M) on the block's device; row
-    ``r`` holds (w, b) after step ``r * log_every`` of the whole run."""
+    """Where a stepper writes the logged steps: rows (L, M) on the block's device (the
+    weight's (L, d, M) for d > 1); row ``r`` holds (w, b) after step ``r * log_every``
+    of the whole run."""
 
     weight: torch.Tensor
     bias: torch.Tensor
@@ -119,15 +129,25 @@ def draw(members: Members, q, consts: Constants, config: StepConfig):
     return config.problem.draw(*seed_words(members), q, consts.problem, flags, members.problem_options)
 
 
-def accumulate(w, b, samples, gw=None, gb=None):
+def accumulate(w, b, samples, gw=None, gb=None, config: Optional[StepConfig] = None, consts=None):
     """Add the gradients of ``samples`` (pairs (x, target) of float32 tensors) at (w, b)
-    to the sums (gw, gb), left to right; None starts a sum with its first term."""
+    to the sums (gw, gb), left to right; None starts a sum with its first term. The
+    gradient dL/dz is the model's (SPEC §6e; v2's neuron: ``2*(w*x + b - target)``)."""
+    flags = NeuronFlags() if config is None else config.model
+    model_consts = None if consts is None else consts.model
     for x, target in samples:
-        y = w * x + b
-        g = 2.0 * (y - target)  # dL/dy of (y - target)**2
+        g = output_grad(w, b, x, target, flags, model_consts)
         gw = g * x if gw is None else gw + g * x
         gb = g if gb is None else gb + g
     return gw, gb
+
+
+def finite(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(M,) bool: every coordinate of w, and b, finite (SPEC §4)."""
+    ok = torch.isfinite(w)
+    if ok.dim() > 1:
+        ok = ok.all(dim=0)
+    return ok & torch.isfinite(b)
 
 
 def apply_update(state: State, gw, gb, t, members: Members, consts: Constants, config: StepConfig,
@@ -146,11 +166,14 @@ def apply_update(state: State, gw, gb, t, members: Members, consts: Constants, c
     update = config.optimizer.update
     w, w_state = update(config.flags, state.weight, gw, state.weight_state, t, neg_lr, members.options,
                         consts.optimizer)
-    b, b_state = update(config.flags, state.bias, gb, state.bias_state, t, neg_lr, members.options,
-                        consts.optimizer)
+    if config.model.bias:
+        b, b_state = update(config.flags, state.bias, gb, state.bias_state, t, neg_lr, members.options,
+                            consts.optimizer)
+    else:  # nn.Linear(d, 1, bias=False): no b to update
+        b, b_state = state.bias, state.bias_state
     diverged_at = state.diverged_at
     if track_divergence:  # SPEC §4
-        newly = (diverged_at < 0) & ~(torch.isfinite(w) & torch.isfinite(b))
+        newly = (diverged_at < 0) & ~finite(w, b)
         diverged_at = torch.where(newly, t, diverged_at)
     return State(w, b, w_state, b_state, diverged_at)
 
@@ -159,7 +182,7 @@ def step(state: State, samples, t, members: Members, consts: Constants, config: 
          track_divergence: bool = True) -> State:
     """Step ``t`` (0-dim int64 tensor) on ``samples``: B pairs (x, target) of float32 tensors,
     all drawn with the old (w, b)."""
-    gw, gb = accumulate(state.weight, state.bias, samples)
+    gw, gb = accumulate(state.weight, state.bias, samples, config=config, consts=consts)
     return apply_update(state, gw, gb, t, members, consts, config, track_divergence)
 
 
@@ -240,21 +263,21 @@ def run_samples(state: State, partial, n0, steps, ends, members: Members, consts
     (as in :func:`run_steps`).
     """
     gw, gb = partial
-    restart = torch.full_like(gw, -0.0)
+    restart_w, restart_b = torch.full_like(gw, -0.0), torch.full_like(gb, -0.0)
     q0 = n0 // 4
     block = None
     ws, bs = [], []
     for i in range(steps.shape[0]):
         if i % 4 == 0:
             block = draw(members, q0 + i // 4, consts, config)
-        gw, gb = accumulate(state.weight, state.bias, [block[i % 4]], gw, gb)
+        gw, gb = accumulate(state.weight, state.bias, [block[i % 4]], gw, gb, config, consts)
         end = ends[i]
         new = apply_update(state, gw, gb, steps[i], members, consts, config, track_divergence=False)
         state = State(torch.where(end, new.weight, state.weight), torch.where(end, new.bias, state.bias),
                       tuple(torch.where(end, x, y) for x, y in zip(new.weight_state, state.weight_state)),
                       tuple(torch.where(end, x, y) for x, y in zip(new.bias_state, state.bias_state)),
                       state.diverged_at)
-        gw, gb = torch.where(end, restart, gw), torch.where(end, restart, gb)
+        gw, gb = torch.where(end, restart_w, gw), torch.where(end, restart_b, gb)
         if observe is not None:
             observe(i, state)
         if record:

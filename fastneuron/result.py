@@ -14,11 +14,12 @@ name               dtype     shape / meaning
 each option        float32   (M,) the optimizer's per-member options, named in the
                              header's ``member_options`` (SGD: ``momentum``,
                              ``weight_decay``; format 1 files have exactly those)
-``weight``         float32   (M,) final weight, NaN where diverged
+``weight``         float32   (M,) final weight, NaN where diverged; (M, d) for a
+                             run whose settings say ``inputs`` d > 1 (SPEC §6f)
 ``bias``           float32   (M,) final bias, NaN where diverged
 ``diverged_at``    int64     (M,) step that made w or b non-finite, else -1
 ``history_steps``  int64     (L,) logged steps (0, k, 2k, ...)
-``history_weight`` float32   (L, M), only with a log
+``history_weight`` float32   (L, M), only with a log; (L, M, d) for d > 1
 ``history_bias``   float32   (L, M), only with a log
 ``<name>_float64`` float64   (M,) the values as given of a per-member column
                              ``<name>`` ("lrs", an option) that torch.optim's
@@ -53,6 +54,7 @@ import torch
 from .files import (  # noqa: F401  (ResultNotSaved, check_writable, float64_column_name: re-exported)
     Npz, ResultNotSaved, atomic_write, check_arrays, check_writable, float64_column_name, float64_names, read_header)
 from .members import is_column
+from .model import Neuron
 from .optim import run_option_names
 from .problems import PROBLEMS, population_risk  # noqa: F401  (population_risk: re-exported)
 
@@ -83,6 +85,7 @@ class TrainResult:
             ``result.weight_decay``), then the problem's that some member uses
             (``noise``, when label noise is on).
         weight: float32 tensor (M,), the final weight; NaN where the member diverged.
+            (M, d) for a run with ``inputs`` d > 1 (``nn.Linear(d, 1)``, SPEC §6f).
         bias: float32 tensor (M,), the final bias; NaN where the member diverged.
         diverged_at: int64 tensor (M,), the step (0-based) that made w or b
             non-finite, or -1 for a member that never diverged (``diverged_at == -1``
@@ -94,7 +97,7 @@ class TrainResult:
             without a log).
         history_weight: float32 tensor (L, M), the weight after each logged step
             (row i after step ``history_steps[i]``), NaN from a member's divergence on;
-            None without a log.
+            None without a log. (L, M, d) for d > 1.
         history_bias: float32 tensor (L, M), likewise for the bias; None without a log.
         float64: dict of float64 tensors (M,) by column name ("lrs", an option): the
             values as given of the columns whose float64 value torch.optim's arithmetic
@@ -108,7 +111,8 @@ class TrainResult:
     first access, and ``described`` gives their JSON.
 
     Derived: ``risk`` (float64 (M,)) and ``history_risk`` (float64 (L, M)), the
-    population risk of the run's ``problem``; ``member(i)``; ``summary()``;
+    population risk of the run's ``problem`` (SPEC §5, §6f); ``model`` (the run's
+    :class:`~fastneuron.model.Neuron`) and ``inputs`` (its d); ``member(i)``; ``summary()``;
     ``save(path)`` (read back with :func:`load`); ``to_pandas()``, ``to_xarray()``,
     ``to_parquet(path)`` (:mod:`fastneuron.tables`, ``pip install 'fastneuron[analysis]'``).
     """
@@ -149,7 +153,7 @@ class TrainResult:
         return {k: v.to_json() for k, v in self.__dict__.get("_described", {}).items()}
 
     def __len__(self) -> int:
-        return self.weight.numel()
+        return self.weight.shape[0] if self.weight.dim() else 1
 
     def __getattr__(self, name: str):
         d = self.__dict__
@@ -175,20 +179,35 @@ class TrainResult:
 
     def __repr__(self) -> str:
         s = self.settings
-        return (f"TrainResult(members={len(self)}, steps={s['steps']}, backend={s['backend']!r}, "
+        inputs = f", inputs={s['inputs']}" if s.get("inputs", 1) != 1 else ""
+        return (f"TrainResult(members={len(self)}{inputs}, steps={s['steps']}, backend={s['backend']!r}, "
                 f"diverged={int((self.diverged_at >= 0).sum())}, logged={len(self.history_steps)})")
 
     @property
     def problem(self):
-        """The run's problem object (:mod:`fastneuron.problems`), from the settings."""
+        """The run's problem object (:mod:`fastneuron.problems`), from the settings, bound
+        to the run's model."""
         return _settings_problem(self.settings)
+
+    @property
+    def model(self) -> Neuron:
+        """The run's model (:class:`fastneuron.model.Neuron`: inputs, bias, activation,
+        loss, leaky_slope), from the settings."""
+        return settings_model(self.settings)
+
+    @property
+    def inputs(self) -> int:
+        """d, the inputs of each member's ``nn.Linear(d, 1)`` (1 for a v2 run)."""
+        return self.model.inputs
 
     def _risk(self, w, b) -> torch.Tensor:
         return self.problem.population_risk(w, b, self.member_options)
 
     @property
     def risk(self) -> torch.Tensor:
-        """Final population risk of each member, float64 (M,); NaN where diverged."""
+        """Final population risk of each member, float64 (M,); NaN where diverged. For the
+        identity with mse the closed form (SPEC §5, §6f), otherwise the mean loss on the
+        problem's evaluation set (``eval_samples`` draws, the same for every member)."""
         return self._risk(self.weight, self.bias)
 
     @property
@@ -199,16 +218,31 @@ class TrainResult:
         return self._risk(self.history_weight, self.history_bias)
 
     def member(self, i: int) -> torch.nn.Module:
-        """Member ``i`` as the tutorial's network (``fc = nn.Linear(1, 1)``)."""
-        from .notebook import Net
-
+        """Member ``i`` as a torch module holding its trained float32 values: for a v2 run
+        (one input, a bias, the identity) the tutorial's network (``fc = nn.Linear(1, 1)``,
+        :class:`fastneuron.notebook.Net`); otherwise ``nn.Sequential(nn.Linear(d, 1,
+        bias=bias), activation)`` with the activation as a module (``nn.Identity``,
+        ``nn.ReLU``, ``nn.LeakyReLU(leaky_slope)``, ``nn.Sigmoid``, ``nn.Tanh``, and
+        :class:`Erf`, :class:`Abs`, :class:`Square`). With ``loss="bce"`` the output is the
+        logit z (``nn.BCEWithLogitsLoss``'s input)."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"member {i} out of range for {len(self)} members")
-        net = Net()
+        model = self.model
+        weight, bias = self.weight[i], self.bias[i]
+        if (model.inputs, model.bias, model.activation) == (1, True, "identity"):
+            from .notebook import Net
+
+            net = Net()
+            with torch.no_grad():
+                net.fc.weight.fill_(float(weight))
+                net.fc.bias.fill_(float(bias))
+            return net
+        linear = torch.nn.Linear(model.inputs, 1, bias=model.bias)
         with torch.no_grad():
-            net.fc.weight.fill_(float(self.weight[i]))
-            net.fc.bias.fill_(float(self.bias[i]))
-        return net
+            linear.weight.copy_(weight.reshape(1, model.inputs))
+            if model.bias:
+                linear.bias.fill_(float(bias))
+        return torch.nn.Sequential(linear, activation_module(model.activation, model.leaky_slope))
 
     def summary(self, by=("lr",), tol: float = 1e-4):
         """Per group of members (``by``: any of "lr", "momentum", "weight_decay", "seed"):
@@ -316,17 +350,21 @@ def load(path) -> TrainResult:
         settings = meta["settings"]
         try:
             _settings_problem(settings)
+            d = settings_model(settings).inputs
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: broken '{FORMAT}' header (settings do not describe the problem: "
                              f"{type(exc).__name__} {exc})") from None
         try:
             m = z.header("seeds")[1][:1] if "seeds" in z.names else ()
             n_logged = z.header("history_steps")[1][:1] if "history_steps" in z.names else ()
+            inner = (d,) if d > 1 else ()  # the weight's coordinates: only when the settings say inputs=d
             expected = {k: (dtype, n_logged + m if k in ("history_weight", "history_bias") else
                                n_logged if k == "history_steps" else m)
                         for k, dtype in {**_ARRAYS, **dict.fromkeys(option_names, np.float32),
                                          **dict.fromkeys(map(float64_column_name, names64),
                                                          np.float64)}.items()}
+            expected["weight"] = (np.float32, m + inner)
+            expected["history_weight"] = (np.float32, n_logged + m + inner)
             names = z.names
             if ("history_weight" in names) != ("history_bias" in names):
                 absent = "history_bias" if "history_weight" in names else "history_weight"
@@ -344,11 +382,57 @@ def load(path) -> TrainResult:
     )
 
 
+class Erf(torch.nn.Module):
+    """``erf(z / sqrt(2))``, the ``"erf"`` activation (SPEC §6e), as a module."""
+
+    def forward(self, z):
+        return torch.erf(z * (1.0 / 2.0 ** 0.5))
+
+
+class Abs(torch.nn.Module):
+    """``|z|``, the ``"abs"`` activation, as a module."""
+
+    def forward(self, z):
+        return torch.abs(z)
+
+
+class Square(torch.nn.Module):
+    """``z * z``, the ``"square"`` activation, as a module."""
+
+    def forward(self, z):
+        return z * z
+
+
+def activation_module(name: str, leaky_slope: float = 0.01) -> torch.nn.Module:
+    """The torch module of activation ``name`` (SPEC §6e)."""
+    simple = {"identity": torch.nn.Identity, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
+              "tanh": torch.nn.Tanh, "erf": Erf, "abs": Abs, "square": Square}
+    if name == "leaky_relu":
+        return torch.nn.LeakyReLU(negative_slope=float(leaky_slope))
+    return simple[name]()
+
+
+def settings_model(settings: dict) -> Neuron:
+    """The model ``settings`` describe (absent keys: v2's neuron); ValueError for bad ones."""
+    return Neuron(**{k: settings[k] for k in run_option_names(Neuron) if k in settings})
+
+
+def weight_shape(settings: dict, m: int, n_logged: Optional[int] = None) -> tuple:
+    """The shape of a result's ``weight`` for ``m`` members ((M,), or (M, d) when the
+    settings say ``inputs`` d > 1), or of its ``history_weight`` with ``n_logged`` rows."""
+    d = settings_model(settings).inputs
+    shape = (m,) if d == 1 else (m, d)
+    return shape if n_logged is None else (n_logged, *shape)
+
+
 def _settings_problem(settings: dict):
-    """The problem object ``settings`` describe (KeyError, TypeError or ValueError when
-    they do not)."""
+    """The problem object ``settings`` describe, bound to the model they describe
+    (KeyError, TypeError or ValueError when they do not)."""
     cls = PROBLEMS[settings.get("problem", "linear")]
-    # What a default problem records is required; options recorded only when used (Gaussian
-    # x's, when x is uniform) take their defaults when absent.
-    required = cls().settings()
-    return cls(**{k: settings[k] for k in run_option_names(cls) if k in settings or k in required})
+    # What a default problem records is required (a None there, as the teacher's activation
+    # of its own, is not); options recorded only when used (Gaussian x's, when x is
+    # uniform) take their defaults when absent.
+    required = {k for k, v in cls().settings().items() if v is not None}
+    problem = cls(**{k: settings[k] for k in run_option_names(cls) if k in settings or k in required})
+    bind = getattr(problem, "bind", None)
+    return problem if bind is None else bind(settings_model(settings))

@@ -101,6 +101,15 @@ def seed_word(s: torch.Tensor) -> torch.Tensor:
     return s.to(torch.int64) & MASK32
 
 
+def coordinate_key(key: tuple, inputs: int, device=None) -> tuple:
+    """Stream ``key``'s keys for coordinates 0 .. inputs-1 (SPEC §6b: coordinate i in the
+    key's high word): ``key`` itself for one input, else (k0, int64 (inputs, 1) tensor),
+    which broadcasts a (M,) counter to (inputs, M) words."""
+    if inputs == 1:
+        return key
+    return key[0], key[1] + torch.arange(inputs, dtype=torch.int64, device=device).reshape(inputs, 1)
+
+
 def init_params(s_lo: torch.Tensor, s_hi: torch.Tensor):
     """Initial (w0, b0), each U(-1, 1) as ``nn.Linear(1, 1)``: the init stream, words 0 and 1."""
     r0, r1, _, _ = philox4x32(0, 0, seed_word(s_lo), seed_word(s_hi), key=INIT_KEY)
@@ -109,16 +118,18 @@ def init_params(s_lo: torch.Tensor, s_hi: torch.Tensor):
     return w0, b0
 
 
-def data_block(s_lo, s_hi, q, lo: torch.Tensor, span: torch.Tensor):
-    """Samples 4q .. 4q+3 of each member's data stream: four float32 x tensors.
+def data_block(s_lo, s_hi, q, lo: torch.Tensor, span: torch.Tensor, inputs: int = 1):
+    """Samples 4q .. 4q+3 of each member's data stream: four float32 x tensors, (M,)
+    or, with ``inputs`` d > 1, (d, M) (coordinate i from key (0, i), SPEC §6b).
 
     ``q`` is a Python int or an int64 tensor (any value in [0, 2**64) that fits int64).
     """
-    words = philox4x32(q & MASK32, q >> 32, seed_word(s_lo), seed_word(s_hi), key=DATA_KEY)
+    lo_w = seed_word(s_lo)
+    words = philox4x32(q & MASK32, q >> 32, lo_w, seed_word(s_hi), key=coordinate_key(DATA_KEY, inputs, lo_w.device))
     return tuple(lo + span * uint32_to_uniform(r) for r in words)
 
 
-def normal_data_block(s_lo, s_hi, q, mean, std):
+def normal_data_block(s_lo, s_hi, q, mean, std, inputs: int = 1):
     """Samples 4q .. 4q+3 of each member's data stream drawn from N(mean, std**2): four
     float32 x tensors, ``x = mean + std*z`` (``std*z`` rounded first, then ``+ mean``),
     z from :func:`fastneuron.normal.normal_block` of the same Philox words as
@@ -127,7 +138,8 @@ def normal_data_block(s_lo, s_hi, q, mean, std):
     ``mean`` and ``std`` are float32 tensors (broadcasting) or Python floats holding
     float32 values exactly.
     """
-    words = philox4x32(q & MASK32, q >> 32, seed_word(s_lo), seed_word(s_hi), key=DATA_KEY)
+    lo_w = seed_word(s_lo)
+    words = philox4x32(q & MASK32, q >> 32, lo_w, seed_word(s_hi), key=coordinate_key(DATA_KEY, inputs, lo_w.device))
     return tuple(mean + std * z for z in normal_block(*words))
 
 

@@ -27,6 +27,7 @@ from .files import check_writable
 from .members import describe, is_column, seed_range
 from .part_writer import is_directory_path, write_manifest
 from .optim import OPTIMIZERS, run_option_names
+from .model import Neuron
 from .problems import PROBLEMS
 from .reference import Constants, Members, StepConfig
 from .result import TrainResult, float64_column_name
@@ -73,6 +74,8 @@ class RunSpec:
     # columns whose float64 value torch.optim's arithmetic uses (float64_names), for those where some
     # member's value is not a float32 value; the float32 columns above hold their rounding.
     float64: dict = dataclasses.field(default_factory=dict)
+    model: Any = Neuron()  # the model (fastneuron.model.Neuron): d inputs, bias, activation, loss (SPEC §6)
+    model_options: dict = dataclasses.field(default_factory=dict)  # the model's per-member options (init_scale)
 
     # -- building ---------------------------------------------------------------
     @classmethod
@@ -87,10 +90,12 @@ class RunSpec:
         prob_cls = _lookup("problem", problem, PROBLEMS)
         member_names, opt_names, prob_names = opt_cls.MEMBER_OPTIONS, run_option_names(opt_cls), \
             run_option_names(prob_cls)
-        prob_member_names = prob_cls.MEMBER_OPTIONS
-        unknown = sorted(set(options) - set(member_names) - set(opt_names) - set(prob_names) - set(prob_member_names))
+        model_names, model_member_names = run_option_names(Neuron), Neuron.MEMBER_OPTIONS
+        prob_member_names = {**prob_cls.MEMBER_OPTIONS, **model_member_names}
+        unknown = sorted(set(options) - set(member_names) - set(opt_names) - set(prob_names) - set(prob_member_names)
+                         - set(model_names))
         if unknown:
-            known = sorted({*member_names, *opt_names, *prob_names, *prob_member_names})
+            known = sorted({*member_names, *opt_names, *prob_names, *prob_member_names, *model_names})
             raise ValueError(f"unknown option {unknown[0]!r} for optimizer {optimizer!r} and problem {problem!r}; "
                              f"they take: {', '.join(known)}")
         # A grid's column (fastneuron.grid(..., a=[1, 2])) for an option that is one value for the run.
@@ -113,12 +118,13 @@ class RunSpec:
             raise ValueError("seeds is empty: a run needs at least one member")
         lrs_in = lrs
         lrs = _per_member("lrs", lrs, m, lo=0.0, lo_open=True)
-        member_options, problem_options = ({name: _per_member(name, options.get(name, b.default), m, lo=b.lo,
-                                                              lo_open=b.lo_open, hi=b.hi) for name, b in names.items()}
-                                           for names in (member_names, prob_member_names))
+        member_options, problem_options, model_options = (
+            {name: _per_member(name, options.get(name, b.default), m, lo=b.lo, lo_open=b.lo_open, hi=b.hi)
+             for name, b in names.items()} for names in (member_names, prob_cls.MEMBER_OPTIONS, model_member_names))
         opt = opt_cls(**{k: options[k] for k in opt_names if k in options})
         opt.flags(member_options)  # run-wide checks that need the members (e.g. nesterov)
-        prob = prob_cls(**{k: options[k] for k in prob_names if k in options})
+        model = Neuron(**{k: options[k] for k in model_names if k in options})
+        prob = prob_cls(**{k: options[k] for k in prob_names if k in options}).bind(model)
         steps = V.check_int("steps", steps, 0)
         schedule = make_schedule(lr_schedule)
         # torch.optim computes some things from the Python floats it was given, in float64, before
@@ -149,12 +155,14 @@ class RunSpec:
             seeds=seeds, lrs=lrs, member_options=member_options, problem_options=problem_options, steps=steps,
             batch_size=V.check_int("batch_size", batch_size, 1),
             log_every=None if log_every is None else V.check_int("log_every", log_every, 1),
-            optimizer=opt, problem=prob, backend=kernels.resolve(backend, dev, opt.name, prob.name), device=dev,
+            optimizer=opt, problem=prob, backend=kernels.resolve(backend, dev, opt.name, prob.name, model.settings()),
+            device=dev,
             progress=progress, checkpoint=_path(checkpoint), checkpoint_every=checkpoint_every,
             resume=_path(resume), out=out,
             member_block=None if member_block is None else V.check_int("member_block", member_block, 1),
             threads=None if threads is None else V.check_int("threads", threads, 1, MAX_THREADS),
             distributed=bool(distributed), seeds_shared=seeds_shared, lr_schedule=schedule, float64=float64,
+            model=model, model_options=model_options,
         )
 
     # -- what the run is ----------------------------------------------------------
@@ -167,7 +175,7 @@ class RunSpec:
         schedule = {} if self.lr_schedule is None else schedule_settings(self.lr_schedule, self.steps)
         return {"steps": self.steps, "batch_size": self.batch_size, "log_every": self.log_every,
                 "optimizer": self.optimizer.name, **self.optimizer.settings(), **schedule,
-                "problem": self.problem.name, **self.problem.settings(),
+                "problem": self.problem.name, **self.problem.settings(), **self.model.settings(),
                 "backend": self.backend, "device": str(self.device)}
 
     @property
@@ -186,7 +194,7 @@ class RunSpec:
         float32 value: such a run has the digest it had before they were kept)."""
         h = hashlib.sha256(str(len(self)).encode())
         columns = [(None, x) for x in (self.seeds, self.lrs, *self.member_options.values(),
-                                       *self.used_problem_options.values())]
+                                       *self.used_problem_options.values(), *self.used_model_options.values())]
         columns += [(f"float64 {name}", x) for name, x in self.float64.items()]
         described = any(is_column(x) for _, x in columns)
         for label, x in columns:
@@ -209,6 +217,16 @@ class RunSpec:
         """The problem's static flags for these members."""
         return self.problem.flags(self.problem_options)
 
+    @functools.cached_property
+    def model_flags(self):
+        """The model's static flags for these members (SPEC §6)."""
+        return self.model.flags(self.model_options)
+
+    @property
+    def used_model_options(self) -> dict:
+        """The model's per-member options some member uses (init_scale != 1)."""
+        return {k: v for k, v in self.model_options.items() if getattr(self.model_flags, k, True)}
+
     @property
     def used_problem_options(self) -> dict:
         """The problem's per-member options some member uses (a flag named like the option
@@ -219,7 +237,8 @@ class RunSpec:
     def config(self) -> StepConfig:
         return StepConfig(batch_size=self.batch_size, optimizer=type(self.optimizer), flags=self.flags,
                           problem=type(self.problem), problem_flags=self.problem_flags,
-                          schedule=self.lr_schedule is not None)
+                          schedule=self.lr_schedule is not None,
+                          model_flags=None if self.model_flags == type(self.model_flags)() else self.model_flags)
 
     def state_names(self) -> tuple[str, ...]:
         """The optimizer's state per parameter (e.g. ``("buf",)``)."""
@@ -240,7 +259,8 @@ class RunSpec:
         if self.lr_schedule is not None:  # float64 (steps,), padded as Adam's tables
             factors = torch.from_numpy(padded_table(self.lr_schedule.factors(self.steps), self.steps)).to(device)
         return Constants(problem=self.problem.constants(device), optimizer=self.optimizer.constants(device, self.steps),
-                         batch=torch.tensor(np.float32(self.batch_size), device=device), lr_factors=factors)
+                         batch=torch.tensor(np.float32(self.batch_size), device=device), lr_factors=factors,
+                         model=self.model.constants(device))
 
     def block(self, start: int, stop: int, device: torch.device, pad: int = 0) -> Members:
         """Per-member constants of members [start, stop) on ``device`` (``pad`` extra
@@ -285,7 +305,8 @@ class RunSpec:
                        options=self.optimizer.MemberOptions(**optimizer_options),
                        problem_options=self.problem.MemberOptions(**options(self.problem_options,
                                                                             self.problem_flags)),
-                       s_lo_step=s_lo_step, neg_lr64=-values64["lrs"] if "lrs" in values64 else None)
+                       s_lo_step=s_lo_step, neg_lr64=-values64["lrs"] if "lrs" in values64 else None,
+                       model_options=self.model.MemberOptions(**options(self.model_options, self.model_flags)))
 
     def _float64_block(self, name: str, start: int, stop: int, device: torch.device, pad: int) -> torch.Tensor:
         """Members [start, stop) (plus ``pad``) of column ``name``'s values as given, float64 on
@@ -303,12 +324,13 @@ class RunSpec:
         """Members [start, stop) as a run of their own on ``device`` (one rank's part of a
         distributed run): checkpoints get ``suffix``, a parts directory's part is ``part``;
         the backend is resolved anew."""
-        backend = kernels.resolve(self.backend, device, self.optimizer.name, self.problem.name)
+        backend = kernels.resolve(self.backend, device, self.optimizer.name, self.problem.name, self.model.settings())
         return dataclasses.replace(
             self, seeds=self.seeds[start:stop], lrs=self.lrs[start:stop],
             member_options={k: v[start:stop] for k, v in self.member_options.items()},
             float64={k: v[start:stop] for k, v in self.float64.items()},
             problem_options={k: v[start:stop] for k, v in self.problem_options.items()}, device=device,
+            model_options={k: v[start:stop] for k, v in self.model_options.items()},
             backend=backend, progress=progress, distributed=False,
             checkpoint=None if self.checkpoint is None else self.checkpoint + suffix,
             resume=self.resume if self.resume is None or self.out is not None else self.resume + suffix,
@@ -320,9 +342,9 @@ class RunSpec:
         ``float64`` (``lrs_float64``, say) (of the whole run, for a shard: every part of a
         parts directory holds the same columns)."""
         columns = {"seeds": self.seeds, "lrs": self.lrs, **self.member_options, **self.problem_options,
-                   **{float64_column_name(k): v for k, v in self.float64.items()}}
+                   **self.model_options, **{float64_column_name(k): v for k, v in self.float64.items()}}
         names = self.recorded or ("seeds", "lrs", *self.member_options, *self.used_problem_options,
-                                  *map(float64_column_name, self.float64))
+                                  *self.used_model_options, *map(float64_column_name, self.float64))
         return {k: columns[k] for k in names}
 
     # -- results -----------------------------------------------------------------
@@ -331,7 +353,8 @@ class RunSpec:
         parts (members ``bounds[i]``) are done."""
         described = {k: c.to_json() for k, x in self.member_columns().items() if (c := describe(x)) is not None}
         write_manifest(self.out, settings={**self.settings, **extra_settings}, n_members=len(self),
-                       member_options=[*self.member_options, *self.used_problem_options], described=described,
+                       member_options=[*self.member_options, *self.used_problem_options, *self.used_model_options],
+                       described=described,
                        history_steps=self.logged_steps.tolist(), bounds=bounds, float64=list(self.float64))
 
     def result(self, weight, bias, diverged_at, history_weight=None, history_bias=None, **extra_settings):
@@ -339,7 +362,8 @@ class RunSpec:
         seeds = self.seeds if is_column(self.seeds) else self.seeds.numpy().view(np.uint64)
         return TrainResult(
             seeds=seeds.copy() if self.seeds_shared else seeds, lrs=self.lrs,
-            member_options={**self.member_options, **self.used_problem_options}, weight=weight, bias=bias,
+            member_options={**self.member_options, **self.used_problem_options, **self.used_model_options},
+            weight=weight, bias=bias,
             diverged_at=diverged_at,
             settings={**self.settings, **extra_settings}, history_steps=self.logged_steps,
             history_weight=history_weight, history_bias=history_bias, float64=dict(self.float64))
@@ -363,9 +387,10 @@ def take(x: torch.Tensor, start: int, stop: int, device, pad: int = 0, *, dim: i
     tensors anyway. A grid's column is expanded there, on ``device``."""
     if is_column(x):
         return x.take(start, stop, device, pad)
+    dim = dim % x.dim()  # the members: dim -1 is the last (a (d, M) weight, an (L, d, M) history)
     x = x.narrow(dim, start, stop - start)
     if pad:
-        x = torch.cat([x, x.narrow(dim, 0, 1).expand(*([-1] * dim), pad)], dim=dim)
+        x = torch.cat([x, x.narrow(dim, 0, 1).expand(*([-1] * dim), pad, *([-1] * (x.dim() - dim - 1)))], dim=dim)
     return x.to(device, copy=copy)
 
 

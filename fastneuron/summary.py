@@ -112,7 +112,11 @@ def summarize(result, by=("lr",), tol: float = 1e-4) -> Summary:
       (:func:`fastneuron.theory.mean_square_edge`).
 
     Without label noise (no ``noise`` option, or 0 for every member) the rows are exactly
-    as before: no spread columns.
+    as before: no spread columns. With ``inputs`` d > 1 (weight (M, d)) ``w_std`` is the
+    root mean of the coordinates' variances and ``w_std_se`` its standard error
+    (:func:`combine_spread`); the prediction is NaN (the theory is ``nn.Linear(1, 1)``'s).
+    The risk is the result's ``risk`` (SPEC §6f: the evaluation set's mean loss for an
+    activation or BCE).
 
     The printed table (``str()``) ends with :func:`notes`: that the step column needs a
     log, when there is none; what the spread columns are the spread over (the columns
@@ -199,7 +203,7 @@ def spread_problem(result):
     """The theory's problem for the predicted spread (None unless plain SGD)."""
     from . import theory
 
-    if theory.plain_sgd(result):
+    if theory_applies(result):
         try:
             return theory.problem_of(result)
         except (KeyError, TypeError, ValueError):
@@ -219,6 +223,42 @@ def spread_columns(w_stats: tuple, b_stats: tuple, problem, lr, noise, steps: in
     return dict(w_std=w_std, w_std_se=w_se, w_std_pred=w_pred, b_std=b_std, b_std_se=b_se, b_std_pred=b_pred)
 
 
+def combine_spread(stats: list) -> tuple:
+    """One ``(std, se)`` of a weight with d > 1 coordinates from each coordinate's
+    ``(s_i, se_i)``: the root mean of their variances ``sqrt(mean_i s_i**2)`` (the
+    root-mean-square spread of a coordinate) and its standard error by the delta method,
+    ``sqrt(sum_i (s_i se_i)**2) / (d std)`` (the coordinates taken as independent)."""
+    s = np.array([a for a, _ in stats], dtype=np.float64)
+    se = np.array([b for _, b in stats], dtype=np.float64)
+    std = float(np.sqrt(np.mean(s * s)))
+    if std == 0:
+        return (std, 0.0 if bool((se == 0).all()) else float("nan"))
+    return (std, float(np.sqrt(np.sum((s * se) ** 2)) / (s.size * std)))
+
+
+def weight_spread(weight: np.ndarray) -> tuple:
+    """``(std, se)`` of final weights: (n,) (one input) as
+    :func:`fastneuron.theory.std_with_se`; (n, d) per coordinate, then
+    :func:`combine_spread`."""
+    from . import theory
+
+    if weight.ndim == 1:
+        return theory.std_with_se(weight)
+    return combine_spread([theory.std_with_se(weight[:, i]) for i in range(weight.shape[1])])
+
+
+def theory_applies(result) -> bool:
+    """Whether :mod:`fastneuron.theory` describes ``result``: plain SGD
+    (:func:`fastneuron.theory.plain_sgd`) of v2's neuron (one input, a bias, the
+    identity, mse; no v3 setting recorded)."""
+    from . import theory
+
+    s = result.settings
+    v2_model = s.get("inputs", 1) == 1 and s.get("bias", True) is True \
+        and s.get("activation", "identity") == "identity" and s.get("loss", "mse") == "mse"
+    return v2_model and theory.plain_sgd(result)
+
+
 def _add_spread(result, groups: dict, rows: list, diverged: np.ndarray) -> None:
     """The spread columns (see :func:`summarize`), row by row in sorted group order."""
     from . import theory
@@ -232,7 +272,7 @@ def _add_spread(result, groups: dict, rows: list, diverged: np.ndarray) -> None:
         idx = np.asarray(groups[key])
         ok = idx[~diverged[idx]]
         one = np.unique(lrs[idx]).size == 1 and np.unique(noise[idx]).size == 1
-        row.update(spread_columns(theory.std_with_se(weight[ok]), theory.std_with_se(bias[ok]), problem,
+        row.update(spread_columns(weight_spread(weight[ok]), theory.std_with_se(bias[ok]), problem,
                                   lrs[idx[0]] if one else None, noise[idx[0]] if one else None, steps))
 
 

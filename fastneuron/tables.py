@@ -32,6 +32,17 @@ each option         float32   the optimizer's per-member options by name (SGD:
 member then step: ``member`` int64, ``step`` int64, ``weight`` float32, ``bias``
 float32, ``risk`` float64 (NaN from a member's divergence on).
 
+**An input dimension** (a run with ``inputs`` d > 1, SPEC §6f: ``weight`` (M, d)): every
+form gains an ``input`` dimension (0 .. d-1) for the weight. ``to_pandas()`` has one row
+per (member, input), index (``member``, ``input``): ``weight`` is coordinate ``input``
+of the member's weight, the member's other columns repeat on its d rows;
+``to_pandas(history=True)`` one row per (member, step, input), sorted so, columns
+``member``, ``step``, ``input``, ``weight``, ``bias``, ``risk``. :func:`to_xarray`:
+``weight`` over (..., ``input``), ``history_weight`` over (..., ``step``, ``input``).
+:func:`to_parquet`: still one row per member, ``weight`` a ``list<float32>`` of its d
+values and ``history_weight`` one of L*d values (step-major: the d values of each logged
+step in turn); format version 3. A run of one input gives exactly what it gave before.
+
 :func:`to_xarray`: when the members are a grid (see :func:`grid_axes`) a Dataset with
 one dimension per axis, slowest first (``fastneuron.grid(seeds=S, lrs=L)``: ``seed``,
 ``lr``; the CLI: ``seed``, ``lr``, ``momentum``, ``weight_decay``; an option that is
@@ -68,7 +79,7 @@ from .files import MAX_HEADER_BYTES, atomic_write, float64_column_name, float64_
 from .summary import _first_step_below
 
 PARQUET_FORMAT = "fastneuron-result-parquet"
-PARQUET_FORMAT_VERSION = 2  # 2: the float64 columns (version 1 files have none)
+PARQUET_FORMAT_VERSION = 3  # 2: the float64 columns (version 1 files have none); 3: inputs d > 1
 _META_KEY = b"fastneuron"
 _FIXED = {"seed": np.uint64, "lr": np.float32}  # then the options (float32)
 _FINAL = {"weight": np.float32, "bias": np.float32, "risk": np.float64, "diverged_at": np.int64}
@@ -99,6 +110,13 @@ def _columns(result, tol: float) -> dict:
     return {k: np.ascontiguousarray(v, dtype=dtypes.get(k, np.float32)) for k, v in cols.items()}
 
 
+def _inputs(result) -> int:
+    """d, the inputs of the result's neurons (1 for a v2 run)."""
+    from .result import settings_model
+
+    return settings_model(result.settings).inputs
+
+
 def _check_tol(tol) -> float:
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
@@ -117,12 +135,29 @@ def to_pandas(result, history: bool = False, tol: float = 1e-4):
     (ValueError for a run without a log). Join the two on ``member``."""
     pd = _need("pandas", "to_pandas()")
     tol = _check_tol(tol)
+    d = _inputs(result)
     if not history:
+        if d > 1:  # one row per (member, input)
+            cols = {k: (v.reshape(-1) if k == "weight" else np.repeat(v, d)) for k, v in _columns(result, tol).items()}
+            index = pd.MultiIndex.from_arrays([np.repeat(np.arange(len(result), dtype=np.int64), d),
+                                               np.tile(np.arange(d, dtype=np.int64), len(result))],
+                                              names=["member", "input"])
+            return pd.DataFrame(cols, index=index)
         return pd.DataFrame(_columns(result, tol), index=pd.RangeIndex(len(result), name="member"))
     if result.history_weight is None:
         raise ValueError("history=True: the run logged no history (train(..., log_every=k) logs one)")
     steps = _np(result.history_steps)
     n_steps, m = len(steps), len(result)
+    if d > 1:  # one row per (member, step, input)
+        per_row = lambda x: np.repeat(np.ascontiguousarray(_np(x).T).reshape(-1), d)  # noqa: E731
+        return pd.DataFrame({
+            "member": np.repeat(np.arange(m, dtype=np.int64), n_steps * d),
+            "step": np.tile(np.repeat(steps.astype(np.int64), d), m),
+            "input": np.tile(np.arange(d, dtype=np.int64), m * n_steps),
+            "weight": np.ascontiguousarray(_np(result.history_weight).transpose(1, 0, 2)).reshape(-1),
+            "bias": per_row(result.history_bias),
+            "risk": per_row(result.history_risk),
+        })
     return pd.DataFrame({
         "member": np.repeat(np.arange(m, dtype=np.int64), n_steps),
         "step": np.tile(steps.astype(np.int64), m),
@@ -204,6 +239,7 @@ def to_xarray(result, grid=None, tol: float = 1e-4):
     history): ``ds.copy(deep=True)`` before writing into them."""
     xr = _need("xarray", "to_xarray()")
     tol = _check_tol(tol)
+    d = _inputs(result)
     cols = {k: _read_only(v) for k, v in _columns(result, tol).items()}
     params = {k: _read_only(v) for k, v in member_columns(result).items()}
     found = grid_axes(params) if grid is not False else None
@@ -219,13 +255,20 @@ def to_xarray(result, grid=None, tol: float = 1e-4):
     else:
         dims, shape = ("member",), (len(result),)
         coords = {"member": np.arange(len(result), dtype=np.int64), **{n: ("member", v) for n, v in params.items()}}
-    data = {name: (dims, cols[name].reshape(shape))
+    if d > 1:  # the weight's coordinates: an input dimension
+        coords["input"] = ("input", np.arange(d, dtype=np.int64))
+    data = {name: ((*dims, "input"), cols[name].reshape(*shape, d)) if name == "weight" and d > 1 else
+            (dims, cols[name].reshape(shape))
             for name in ("weight", "bias", "risk", "diverged_at", "step_below_tol") if name in cols}
     if result.history_weight is not None:
         steps = _np(result.history_steps).astype(np.int64)
         coords["step"] = ("step", steps)
         for name, values in (("history_weight", result.history_weight), ("history_bias", result.history_bias),
                              ("history_risk", result.history_risk)):
+            if d > 1 and name == "history_weight":  # (L, M, d) -> (..., step, input)
+                data[name] = ((*dims, "step", "input"),
+                              _read_only(_np(values).transpose(1, 0, 2).reshape(*shape, len(steps), d)))
+                continue
             data[name] = ((*dims, "step"), _read_only(_np(values).T.reshape(*shape, len(steps))))
     attrs = {"settings": json.dumps(result.settings), "tol": tol}
     return xr.Dataset(data, coords=coords, attrs=attrs)
@@ -241,22 +284,36 @@ def to_parquet(result, path, tol: float = 1e-4) -> None:
     from ._version import __version__
 
     tol = _check_tol(tol)
+    d = _inputs(result)
     cols = _columns(result, tol)
-    arrays = {k: pa.array(v) for k, v in cols.items()}
+    arrays = {k: pa.array(v) for k, v in cols.items() if k != "weight" or d == 1}
     steps = _np(result.history_steps).astype(np.int64)
+    m = len(result)
+
+    def lists(values: np.ndarray, n: int, large: bool = False):
+        """One list of ``n`` values per member (``values``: (M, n) float32); a large list
+        (int64 offsets) past 2**31 values, or with ``large``."""
+        flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
+        if m * n < 2**31 and not large:
+            return pa.ListArray.from_arrays(pa.array(np.arange(m + 1, dtype=np.int32) * n), flat)
+        return pa.LargeListArray.from_arrays(pa.array(np.arange(m + 1, dtype=np.int64) * n), flat)
+
+    if d > 1:  # the member's d values, in the weight's place
+        arrays = {k: v for k, v in zip(cols, (lists(cols[k], d) if k == "weight" else arrays[k] for k in cols))}
     if result.history_weight is not None:
-        m, n = len(result), len(steps)
-        offsets = pa.array(np.arange(m + 1, dtype=np.int32) * n) if m * n < 2**31 else None
+        n = len(steps)
+        large = m * n * d >= 2**31  # both history columns of one list type
         for name in ("history_weight", "history_bias"):
-            values = pa.array(np.ascontiguousarray(_np(getattr(result, name)).T, dtype=np.float32).reshape(-1))
-            if offsets is not None:
-                arrays[name] = pa.ListArray.from_arrays(offsets, values)
+            values = _np(getattr(result, name))
+            if values.ndim == 3:  # (L, M, d) -> per member, step-major
+                arrays[name] = lists(values.transpose(1, 0, 2).reshape(m, n * d), n * d, large)
             else:
-                arrays[name] = pa.LargeListArray.from_arrays(pa.array(np.arange(m + 1, dtype=np.int64) * n), values)
+                arrays[name] = lists(values.T, n, large)
     float64 = list(result.float64)
     for name in float64:
         arrays[float64_column_name(name)] = pa.array(np.asarray(_np(result.float64[name]), dtype=np.float64))
-    meta = {"format": PARQUET_FORMAT, "format_version": 2 if float64 else 1, "fastneuron_version": __version__,
+    version = 3 if d > 1 else 2 if float64 else 1
+    meta = {"format": PARQUET_FORMAT, "format_version": version, "fastneuron_version": __version__,
             "member_options": list(result.member_options), "settings": result.settings,
             "history_steps": steps.tolist(), "tol": tol, **({"float64": float64} if float64 else {})}
     table = pa.table(arrays).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
@@ -317,12 +374,21 @@ def read_parquet_fields(path) -> dict:
     float64 = float64_names(meta, options)
     if float64 is None:
         raise bad(f"float64 {meta['float64']!r}")
+    from .result import settings_model
+
+    try:
+        d = settings_model(settings).inputs
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad(f"settings do not describe the model: {type(exc).__name__} {exc}") from None
+    lists = (pa.list_(pa.float32()), pa.large_list(pa.float32()))
     expected = {"seed": pa.uint64(), "lr": pa.float32(), **dict.fromkeys(options, pa.float32()),
                 "weight": pa.float32(), "bias": pa.float32(), "risk": pa.float64(), "diverged_at": pa.int64()}
+    if d > 1:  # one list of d values per member, only when the settings say inputs=d
+        kind = schema.field("weight").type if "weight" in schema.names else None
+        expected["weight"] = kind if kind in lists else pa.list_(pa.float32())
     history = "history_weight" in schema.names
     if history:
         expected["step_below_tol"] = pa.float64()
-        lists = (pa.list_(pa.float32()), pa.large_list(pa.float32()))
         kind = schema.field("history_weight").type
         if kind not in lists:
             raise bad(f"column 'history_weight' is {kind}")
@@ -344,14 +410,24 @@ def read_parquet_fields(path) -> dict:
         col = table.column(name).combine_chunks()
         if col.null_count:
             raise bad(f"column {name!r} has {col.null_count} nulls")
-        if name.startswith("history_"):
+        if name.startswith("history_") or name == "weight" and d > 1:
+            inner = d if name in ("weight", "history_weight") else 1
+            per = (1 if name == "weight" else n_steps) * inner
             offsets = np.asarray(col.offsets)
-            if not np.array_equal(offsets, np.arange(m + 1) * n_steps):
-                raise bad(f"column {name!r} does not hold {n_steps} values (history_steps) per member")
+            if not np.array_equal(offsets, np.arange(m + 1) * per):
+                what = f"{inner} values (inputs)" if name == "weight" else \
+                    f"{n_steps} values (history_steps)" + (f" x {inner} (inputs)" if inner > 1 else "")
+                raise bad(f"column {name!r} does not hold {what} per member")
             values = col.values
             if values.null_count:
                 raise bad(f"column {name!r} has null values")
-            cols[name] = np.array(values.to_numpy().reshape(m, n_steps).T, order="C", copy=True)
+            flat = values.to_numpy()
+            if name == "weight":
+                cols[name] = np.array(flat.reshape(m, d), order="C", copy=True)
+            elif inner > 1:  # per member step-major -> (L, M, d)
+                cols[name] = np.array(flat.reshape(m, n_steps, d).transpose(1, 0, 2), order="C", copy=True)
+            else:
+                cols[name] = np.array(flat.reshape(m, n_steps).T, order="C", copy=True)
         else:
             cols[name] = np.array(col.to_numpy(), copy=True)
     t = lambda name: torch.from_numpy(cols[name])  # noqa: E731

@@ -7,7 +7,9 @@ name              module                   what it is
 ``compile``       :mod:`.compiled`         chunks of the reference under ``torch.compile``
 ``triton``        :mod:`.triton_sgd`       one Triton kernel, every step in registers (SGD;
                                            Adam, AdamW and RMSprop in :mod:`.triton_adam`,
-                                           shared pieces in :mod:`.triton_common`)
+                                           shared pieces in :mod:`.triton_common`; SPEC §6's
+                                           neuron beyond v2's and the teacher problem in
+                                           :mod:`.triton_neuron`)
 ================  =======================  =============================================
 
 A backend is a :class:`Stepper`: the engine (:mod:`fastneuron.engine`) hands it a
@@ -76,21 +78,27 @@ class Backend:
     stepper: str
     optimizers: Optional[tuple[str, ...]] = None  # names it has kernels for; None: any
     problems: Optional[tuple[str, ...]] = None
+    neuron: bool = True  # runs SPEC §6's whole neuron (d inputs, activations, bce, no bias); else v2's only
 
 
 BACKENDS: dict[str, Backend] = {
     "eager": Backend("fastneuron.kernels.eager", "EagerStepper"),
     "compile": Backend("fastneuron.kernels.compiled", "CompiledStepper"),
     "triton": Backend("fastneuron.kernels.triton_sgd", "TritonStepper", optimizers=("sgd", "adam", "adamw", "rmsprop"),
-                      problems=("linear",)),
+                      problems=("linear", "teacher")),
 }
 #: What ``train(backend=...)`` accepts.
 BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
-def unavailable(name: str, device: torch.device, optimizer: str = "sgd", problem: str = "linear") -> Optional[str]:
-    """None when backend ``name`` can run this optimizer and problem on ``device``, else why not."""
+def unavailable(name: str, device: torch.device, optimizer: str = "sgd", problem: str = "linear",
+                model: Optional[dict] = None) -> Optional[str]:
+    """None when backend ``name`` can run this optimizer, problem and model (the model's
+    settings that differ from v2's neuron, ``Neuron.settings()``) on ``device``, else why not."""
     entry = BACKENDS[name]
+    if model and not entry.neuron:
+        key = next(iter(model))
+        return f"it has no kernel for {key}={model[key]!r} yet (it runs v2's one-input neuron)"
     if entry.optimizers is not None and optimizer not in entry.optimizers:
         return f"it has no kernel for optimizer {optimizer!r} (it has {', '.join(entry.optimizers)})"
     if entry.problems is not None and problem not in entry.problems:
@@ -113,20 +121,21 @@ def unavailable(name: str, device: torch.device, optimizer: str = "sgd", problem
 _warned: set = set()
 
 
-def resolve(name: str, device: torch.device, optimizer: str = "sgd", problem: str = "linear") -> str:
+def resolve(name: str, device: torch.device, optimizer: str = "sgd", problem: str = "linear",
+            model: Optional[dict] = None) -> str:
     """The backend to run: ``name`` itself (ValueError when it cannot run), or for
     ``auto`` triton on CUDA, compile on CPU, eager (with one warning) when neither runs."""
     if name != "auto" and name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, ('auto', *BACKENDS)))}; got {name!r}")
     if name != "auto":
-        why = unavailable(name, device, optimizer, problem)
+        why = unavailable(name, device, optimizer, problem, model)
         if why:
             raise ValueError(f"backend {name!r} cannot run on {device}: {why}")
         return name
     order = ("triton", "compile") if device.type == "cuda" else ("compile",)
     reasons = []
     for candidate in order:
-        why = unavailable(candidate, device, optimizer, problem)
+        why = unavailable(candidate, device, optimizer, problem, model)
         if why is None:
             if reasons:
                 _warn_once(f"fastneuron: backend 'auto' uses {candidate!r} on {device}: {reasons[0]}")

@@ -47,8 +47,10 @@ import torch
 from torch.utils import _pytree as pytree
 
 from fastneuron.reference import (Constants, History, Members, State, StepConfig, keep_logged, run_samples,
-                                  run_steps, sample_steps, seed_words)
+                                  finite, run_steps, sample_steps, seed_words)
 from fastneuron.kernels.inductor_cache import inductor_backend
+from fastneuron.model import NeuronFlags
+from fastneuron.model import init_params as model_init
 from fastneuron.rng import init_params
 
 #: Samples per compiled call (see the module docstring for the measurement).
@@ -228,8 +230,8 @@ def mark_members_dynamic(*trees) -> None:
     for tree in trees:
         for x in _leaves(tree):
             # Once per tensor: marking costs microseconds a tensor, every chunk if repeated.
-            if isinstance(x, torch.Tensor) and x.dim() == 1 and not hasattr(x, "_dynamo_dynamic_indices"):
-                torch._dynamo.mark_dynamic(x, 0)
+            if isinstance(x, torch.Tensor) and x.dim() in (1, 2) and not hasattr(x, "_dynamo_dynamic_indices"):
+                torch._dynamo.mark_dynamic(x, x.dim() - 1)  # the members: last ((d, M) weights, SPEC §6)
 
 
 def _probe(state: State) -> torch.Tensor:
@@ -267,7 +269,7 @@ def _logged_slots(first: int, config: StepConfig, every: int) -> list:
 
 def _pick(tree, idx):
     """The members ``idx`` of every (M,) tensor in ``tree`` (0-dim tensors stay)."""
-    return pytree.tree_map(lambda x: x[idx] if isinstance(x, torch.Tensor) and x.dim() == 1 else x, tree)
+    return pytree.tree_map(lambda x: x[..., idx] if isinstance(x, torch.Tensor) and x.dim() in (1, 2) else x, tree)
 
 
 class CompiledStepper:
@@ -286,6 +288,8 @@ class CompiledStepper:
 
     def init(self, members: Members, config: StepConfig):
         s_lo, s_hi = seed_words(members)
+        if config.model != NeuronFlags():  # SPEC §6b's init: eager (d Philox calls a member)
+            return model_init(s_lo, s_hi, config.model, members.model_options)
         if s_lo.numel() <= EAGER_INIT_MEMBERS:
             return init_params(s_lo, s_hi)
         return compiled_init(s_lo, s_hi)
@@ -320,7 +324,7 @@ class CompiledStepper:
         plain = compiled_segment(config, 0, device_type)
         stride = log_stride(config, every) if record else 0
         logged = compiled_segment(config, stride, device_type) if record else None
-        rows_out = self._rows(state.weight, -(-_slots(config) // stride) if record else 0)
+        rows_out = self._rows(state, -(-_slots(config) // stride) if record else 0)
         no_picks = torch.empty(0, dtype=torch.int64, device=dev)
         mark_members_dynamic(members)
         probes = []
@@ -359,7 +363,7 @@ class CompiledStepper:
                     keep_logged(recorded, t, n, history)
                 t += n
         else:  # segments of n_seg samples, steps ending anywhere in them
-            partial = (torch.full_like(state.weight, -0.0), torch.full_like(state.weight, -0.0))
+            partial = (torch.full_like(state.weight, -0.0), torch.full_like(state.bias, -0.0))
             i, stop = t0 * batch, (t0 + nsteps) * batch
             while i < stop:
                 n = min(n_seg, stop - i)
@@ -376,24 +380,26 @@ class CompiledStepper:
             state = self._replay_diverged(start, state, torch.tensor(t0), members, consts, nsteps, config)
         return state
 
-    def _rows(self, like: torch.Tensor, n_rows: int) -> tuple:
-        """``2 * n_rows`` buffers of ``like``'s shape for a segment's logged (w, b), reused."""
-        rows = self._row_buffers
-        if len(rows) != 2 * n_rows or (rows and (rows[0].shape != like.shape or rows[0].device != like.device)):
-            rows = self._row_buffers = tuple(torch.empty_like(like) for _ in range(2 * n_rows))
+    def _rows(self, state: State, n_rows: int) -> tuple:
+        """``2 * n_rows`` buffers for a segment's logged (w, b), of their shapes, reused."""
+        rows, like = self._row_buffers, state.weight
+        if len(rows) != 2 * n_rows or (rows and (rows[0].shape != like.shape or rows[1].shape != state.bias.shape
+                                                 or rows[0].device != like.device)):
+            rows = self._row_buffers = tuple(torch.empty_like(like if i % 2 == 0 else state.bias)
+                                             for i in range(2 * n_rows))
             mark_members_dynamic(rows)
         return rows
 
     def _spares(self, state: State) -> list:
         """Two buffer sets (state, gradient sums) of ``state``'s shape, neither holding
         ``state`` itself; ``state`` joins the pool for the next call."""
-        like = state.weight
+        like, like_b = state.weight, state.bias
         spares = []
         for s, partial in self._pool:
             if len(spares) < 2 and s.weight.shape == like.shape and s.weight is not like:
-                spares.append((s, partial if partial is not None else (torch.empty_like(like), torch.empty_like(like))))
+                spares.append((s, partial if partial is not None else (torch.empty_like(like), torch.empty_like(like_b))))
         while len(spares) < 2:
-            spares.append((pytree.tree_map(torch.empty_like, state), (torch.empty_like(like), torch.empty_like(like))))
+            spares.append((pytree.tree_map(torch.empty_like, state), (torch.empty_like(like), torch.empty_like(like_b))))
         self._pool = spares + [(state, None)]
         return list(spares)
 
@@ -402,12 +408,14 @@ class CompiledStepper:
                          config: StepConfig) -> State:
         """Find the step of each member that went non-finite in this chunk (replayed
         eagerly from the chunk's start), then park it (see ``__call__``)."""
-        idx = (~(torch.isfinite(out.weight) & torch.isfinite(out.bias))).nonzero().squeeze(1)
+        idx = (~finite(out.weight, out.bias)).nonzero().squeeze(1)
         replay, _ = run_steps(_pick(state, idx), start, _pick(members, idx), consts, nsteps=nsteps, config=config)
         park_w, park_b = config.problem.rest_point(consts.problem)
 
         def put(x, v):
-            return x.index_put((idx,), torch.as_tensor(v, dtype=x.dtype, device=x.device))
+            x = x.clone()
+            x[..., idx] = torch.as_tensor(v, dtype=x.dtype, device=x.device)  # v: 0-dim, or (d, 1) (a teacher's a)
+            return x
 
         return State(put(out.weight, park_w), put(out.bias, park_b),
                      tuple(put(x, 0.0) for x in out.weight_state), tuple(put(x, 0.0) for x in out.bias_state),

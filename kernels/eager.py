@@ -9,7 +9,7 @@ import torch
 
 from fastneuron.reference import (Constants, History, Members, State, StepConfig, keep_logged, run_steps,
                                   seed_words)
-from fastneuron.rng import init_params
+from fastneuron.model import init_params
 
 #: Steps per call: a multiple of 4 keeps every call aligned on the data stream's
 #: blocks of four samples.
@@ -22,7 +22,7 @@ class EagerStepper:
     chunk_steps = CHUNK_STEPS
 
     def init(self, members: Members, config: StepConfig):
-        return init_params(*seed_words(members))
+        return init_params(*seed_words(members), config.model, members.model_options)
 
     def __call__(self, state: State, t0: int, members: Members, consts: Constants, *, nsteps: int,
                  config: StepConfig, history: Optional[History]) -> State:

@@ -72,6 +72,8 @@ KERNEL_SOURCE = Path(__file__).with_name("triton_sgd.py")
 ADAM_SOURCE = Path(__file__).with_name("triton_adam.py")
 COMMON_SOURCE = Path(__file__).with_name("triton_common.py")  # the helpers both kernels call
 NORMAL_SOURCE = Path(__file__).with_name("triton_normal.py")  # the normals triton_common calls
+MATH_SOURCE = Path(__file__).with_name("triton_math.py")  # exp32, tanh32, erf32 (SPEC §2c)
+NEURON_SOURCE = Path(__file__).with_name("triton_neuron.py")  # SPEC §6's neuron (d inputs, activations)
 TARGET = ("cuda", 90, 32)
 SMS, SCHEDULERS, LANES, CLOCK_HZ = 132, 4, 32, 1.98e9  # H200 (SXM)
 REGS_PER_SM, MAX_THREADS_PER_SM, MAX_BLOCKS_PER_SM = 65536, 2048, 32
@@ -119,6 +121,37 @@ ADAM_VARIANTS = {
 }
 
 
+#: SPEC §6's kernels (``triton_neuron``): the teacher problem (scalar a), identity activation,
+#: mse, bias, SGD, batch 1 (unless named), uniform or Gaussian x, for d = 1, 8, 32, 64
+#: (``neuron_kernel``, the weight in registers) and 128, 1024, 4096 (``neuron_chunked_kernel``,
+#: chunks of CHUNK coordinates; Adam at d = 64 too). D and the state slots (USED) pick the
+#: coordinate constexprs (``triton_neuron.layout``). The "normal" variants differ
+#: from their uniform twin by x's draw only: their difference per parameter-step is the cost
+#: of one normal (``format_report`` names it).
+NEURON_VARIANTS = {
+    "neuron d1": {"D": 1},
+    "neuron d1 normal": {"D": 1, "NORMAL": True},
+    "neuron d8": {"D": 8},
+    "neuron d8 normal": {"D": 8, "NORMAL": True},
+    "neuron d32": {"D": 32},
+    "neuron d64": {"D": 64},
+    "neuron d64 normal": {"D": 64, "NORMAL": True},
+    "neuron d8 tanh": {"D": 8, "ACT": 4, "TACT": 4},
+    "neuron d8 bce": {"D": 8, "BCE": True},
+    "neuron d8 adam": {"D": 8, "OPTIMIZER": 0, "USED": 3 + 8},
+    "neuron d32 adam": {"D": 32, "OPTIMIZER": 0, "USED": 3 + 8},
+    "neuron d8 batch3 momentum": {"D": 8, "BATCH": 3, "MOMENTUM": True, "USED": 1 + 8},
+    "neuron d64 momentum": {"D": 64, "MOMENTUM": True, "USED": 1 + 8},
+}
+NEURON_CHUNKED_VARIANTS = {
+    "neuron d64 adam": {"D": 64, "OPTIMIZER": 0, "USED": 3 + 8},
+    "neuron d128": {"D": 128},
+    "neuron d1024": {"D": 1024},
+    "neuron d1024 normal": {"D": 1024, "NORMAL": True},
+    "neuron d4096 adam": {"D": 4096, "OPTIMIZER": 0, "USED": 3 + 8},
+}
+
+
 @dataclass(frozen=True)
 class KernelInfo:
     """A kernel the report compiles: its module's source, its ``@triton.jit`` function,
@@ -130,6 +163,12 @@ class KernelInfo:
     pointers: dict
     options: dict
     variants: dict
+    sources: tuple = ()  # sources run before ``source`` (after triton_normal's and triton_common's)
+    #: The module's names of its launch settings: warps, fusion, .maxnreg (None: none), BLOCK,
+    #: the unrolled-sample limit and the BLOCK rule (a function of the constexprs).
+    names: tuple = ("NUM_WARPS", "ENABLE_FP_FUSION", "MAX_REGISTERS", "BLOCK_SIZE", "MAX_UNROLLED_SAMPLES",
+                    "launch_block_size")
+    per_parameter: bool = False  # SPEC §6's kernels: counts per parameter-step (d per neuron-step)
 
 
 KERNELS = {
@@ -144,6 +183,18 @@ KERNELS = {
                        dict(OPTIMIZER=0, WEIGHT_DECAY=False, AMSGRAD=False, LERP_SMALL=True, CENTERED=False,
                             MOMENTUM=False, HISTORY=False, NOISE=False, NORMAL=False), ADAM_VARIANTS),
 }
+_NEURON_POINTERS = {"s_lo_ptr": "*i32", "s_hi_ptr": "*i32", "div_ptr": "*i64", "tab_ptr": "*fp64",
+                    "neg_lr64_ptr": "*fp64", "fac_ptr": "*fp64"}
+_NEURON_OPTIONS = dict(D=1, OPTIMIZER=3, WEIGHT_DECAY=False, MOMENTUM=False, NESTEROV=False, AMSGRAD=False,
+                       LERP_SMALL=True, CENTERED=False, SCHEDULE=False, BIAS=True, ACT=0, TACT=0, BCE=False,
+                       A_VEC=False, HISTORY=False, NOISE=False, NORMAL=False, USED=0)
+_NEURON_NAMES = ("NEURON_NUM_WARPS", "NEURON_ENABLE_FP_FUSION", None, None, "NEURON_MAX_UNROLLED_SAMPLES",
+                 "neuron_block_size")
+_NEURON_SOURCES = (MATH_SOURCE, KERNEL_SOURCE, ADAM_SOURCE)  # exp32..., SGD's _sgd, Adam's _adam and _rmsprop
+KERNELS["neuron"] = KernelInfo(NEURON_SOURCE, "neuron_kernel", _NEURON_POINTERS, _NEURON_OPTIONS, NEURON_VARIANTS,
+                               _NEURON_SOURCES, _NEURON_NAMES, True)
+KERNELS["neuron_chunked"] = KernelInfo(NEURON_SOURCE, "neuron_chunked_kernel", _NEURON_POINTERS, _NEURON_OPTIONS,
+                                       NEURON_CHUNKED_VARIANTS, _NEURON_SOURCES, _NEURON_NAMES, True)
 
 
 def _tool(name: str) -> Path:
@@ -177,7 +228,7 @@ def _no_interpreter():
 #: Plain functions of a kernel module that the report runs as its launcher does (they
 #: use the module's constants only): ``launch_block_size(**constexprs)``, the BLOCK
 #: ``_launch`` passes on a GPU (triton_sgd.py; without it, the module's BLOCK_SIZE).
-LAUNCH_RULES = ("launch_block_size",)
+LAUNCH_RULES = ("launch_block_size", "neuron_block_size", "layout", "_pow2_at_least")
 
 
 def _kept_statements(path: Path) -> list:
@@ -209,7 +260,7 @@ def kernel_namespace(kernel: str = "sgd") -> dict:
     info = KERNELS[kernel]
     ns = {"__name__": f"fastneuron.kernels._{info.source.stem}_aot", "__file__": str(info.source)}
     with _no_interpreter():
-        for path in (NORMAL_SOURCE, COMMON_SOURCE, info.source):
+        for path in (NORMAL_SOURCE, COMMON_SOURCE, *info.sources, info.source):
             keep = _kept_statements(path)
             flags = sum(getattr(__future__, a.name).compiler_flag for node in keep
                         if isinstance(node, ast.ImportFrom) and node.module == "__future__" for a in node.names)
@@ -229,14 +280,21 @@ def launch_constexprs(BATCH: int = 1, kernel: str = "sgd", **flags) -> dict:
     """The constexprs ``_launch`` passes for batch size BATCH and the given option flags
     (of ``kernel``, a key of :data:`KERNELS`)."""
     ns = kernel_namespace(kernel)
+    info = KERNELS[kernel]
+    _, _, _, block_name, unrolled_name, rule_name = info.names
     group = 4 // math.gcd(BATCH, 4)
-    out = dict(BLOCK=ns["BLOCK_SIZE"], BATCH=BATCH, GROUP=group,
-               UNROLL=group * BATCH <= ns["MAX_UNROLLED_SAMPLES"], **KERNELS[kernel].options)
+    out = dict(BLOCK=ns[block_name] if block_name else 1, BATCH=BATCH, GROUP=group,
+               UNROLL=group * BATCH <= ns[unrolled_name], **info.options)
     if set(flags) - set(out):
         raise ValueError(f"unknown constexprs {sorted(set(flags) - set(out))}")
     out.update(flags)
-    if "launch_block_size" in ns and "BLOCK" not in flags:  # the launcher's rule (triton_sgd)
-        out["BLOCK"] = ns["launch_block_size"](**out)
+    if info.per_parameter:  # SPEC §6's kernels: the coordinate constexprs of d = D (triton_neuron.layout)
+        lay = ns["layout"](out["D"], bin(out["USED"] & 7).count("1"))
+        if lay.pop("chunked") != (info.function == "neuron_chunked_kernel"):
+            raise ValueError(f"D={out['D']} does not run {info.function}")
+        out.update(lay)
+    if rule_name in ns and "BLOCK" not in flags:  # the launcher's rule (triton_sgd, triton_neuron)
+        out["BLOCK"] = ns[rule_name](**out)
     return out
 
 
@@ -263,10 +321,13 @@ def _compile(items: tuple, fusion: bool, kernel: str = "sgd") -> CompiledVariant
     sig = {n: "constexpr" if n in constexprs else ptrs.get(n, "*fp32") if n.endswith("_ptr") else "i32"
            for n in fn.arg_names}
     # Torch's allocations are 16-byte aligned; t0, nsteps and log_every are do_not_specialize.
+    # (SPEC §6's kernels do not specialize on n_members: see triton_neuron.neuron_kernel.)
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-             if n.endswith("_ptr") or n == "n_members"}
+             if n.endswith("_ptr") or (n == "n_members" and not KERNELS[kernel].per_parameter)}
     src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
-    opts = {"num_warps": ns["NUM_WARPS"], "enable_fp_fusion": fusion, "maxnreg": ns.get("MAX_REGISTERS")}
+    warps_name, _, maxnreg_name = KERNELS[kernel].names[:3]
+    opts = {"num_warps": ns[warps_name], "enable_fp_fusion": fusion,
+            "maxnreg": ns.get(maxnreg_name) if maxnreg_name else None}
     with _no_interpreter():
         compiled = triton.compile(src, target=GPUTarget(*TARGET), options=opts)
     with tempfile.TemporaryDirectory() as tmp:
@@ -322,7 +383,7 @@ def compile_variants(specs, kernel: str = "sgd") -> list:
     triples (constexprs, enable_fp_fusion, kernel); cached within the process."""
     specs = [tuple(sp) + (kernel,) if len(sp) == 2 else tuple(sp) for sp in specs]
     keys = [(tuple(sorted(launch_constexprs(kernel=k, **cx).items())),
-             kernel_namespace(k)["ENABLE_FP_FUSION"] if f is None else bool(f), k) for cx, f, k in specs]
+             kernel_namespace(k)[KERNELS[k].names[1]] if f is None else bool(f), k) for cx, f, k in specs]
     missing = [k for k in dict.fromkeys(keys) if k not in _CACHE]
     if missing:
         _CACHE.update(zip(missing, _in_children(missing) if _triton_interpreted() else
@@ -473,7 +534,7 @@ def analyze(variant: CompiledVariant) -> dict:
     per_step = len(body) / steps
     regs = -(-variant.n_regs // 8) * 8  # registers are allocated per warp, 256 (8 a thread) at a time
     blocks = min(REGS_PER_SM // (regs * threads), MAX_THREADS_PER_SM // threads, MAX_BLOCKS_PER_SM)
-    return {
+    row = {
         "constexprs": cx, "num_warps": variant.num_warps, "enable_fp_fusion": variant.enable_fp_fusion,
         "n_regs": variant.n_regs, "n_spills": variant.n_spills, "stack_bytes": variant.stack,
         "kernel_instructions": len(instrs), "loop_instructions": len(body),
@@ -495,6 +556,52 @@ def analyze(variant: CompiledVariant) -> dict:
         "blocks_per_sm": blocks, "occupancy": blocks * threads / MAX_THREADS_PER_SM,
         "issue_bound_neuron_steps_per_s": issue_bound(per_step),
     }
+    if KERNELS[variant.kernel].per_parameter:
+        row.update(parameter_counts(variant, instrs, labels, loops, (start, end), body))
+    return row
+
+
+def parameter_counts(variant: CompiledVariant, instrs, labels, loops, main, body) -> dict:
+    """SPEC §6's kernels: instructions per parameter-step (one coordinate w_i of one member
+    at one step; d of them make a neuron-step, whose bias update counts among them).
+
+    ``neuron_kernel``: the main loop is the loop over groups of GROUP steps, as in the v2
+    kernels: its static count over GROUP * BLOCK/threads * D parameter-steps a thread.
+    ``neuron_chunked_kernel``: the main loop is the loop over steps; the loops directly inside
+    it (the forward pass's and the update's loops over chunks, with B = 1) run once per
+    chunk, cdiv(D, DB) times a step: a step costs the main loop's instructions outside them
+    plus cdiv(D, DB) times theirs, over BLOCK/threads * D parameter-steps a thread. (With
+    B > 1 the chunk loops sit inside loops over the samples: not counted, None.)"""
+    cx = variant.constexprs
+    threads = 32 * variant.num_warps
+    members = cx["BLOCK"] / threads
+    slow_all = slow_path_calls(body, labels)
+    if variant.kernel == "neuron":
+        steps = (cx["GROUP"] if cx["UNROLL"] else 1)
+        total, fast = len(body), len(body) - sum(slow_all)
+        inner_sizes = []
+    else:
+        if cx["BATCH"] != 1:
+            return {"instructions_per_parameter_step": None, "fast_path_instructions_per_parameter_step": None}
+        start, end = main
+        inside = [lp for lp in loops if lp != main and start <= lp[0] and lp[1] <= end]
+        direct = sorted({lp for lp in inside if not any(o != lp and o[0] <= lp[0] and lp[1] <= o[1] for o in inside)})
+        chunks = -(-cx["D"] // cx["DB"])
+        parts = [[i for i in body if a <= i[0] <= b] for a, b in direct]
+        inner_sizes = [len(p) for p in parts]
+        inner_slow = [sum(slow_path_calls(p, labels)) for p in parts]
+        total = len(body) + (chunks - 1) * sum(inner_sizes)
+        fast = total - sum(slow_all) - (chunks - 1) * sum(inner_slow)
+        steps = 1
+    params = steps * members * cx["D"]
+    per_param = total / params
+    return {
+        "parameter_steps_per_iteration": params, "chunk_loop_instructions": inner_sizes,
+        "instructions_per_parameter_step": per_param,
+        "fast_path_instructions_per_parameter_step": fast / params,
+        "instructions_per_neuron_step_d": per_param * cx["D"],
+        "issue_bound_parameter_steps_per_s": issue_bound(per_param),
+    }
 
 
 def issue_bound(instructions_per_neuron_step: float) -> float:
@@ -515,7 +622,8 @@ def header(kernels=("sgd",)) -> dict:
     """Date, triton and ptxas versions, target and commit of a report on ``kernels`` (keys
     of :data:`KERNELS`), with each kernel's source and its hash."""
     import triton
-    sources = [NORMAL_SOURCE, COMMON_SOURCE] + [KERNELS[k].source for k in kernels]
+    sources = [NORMAL_SOURCE, COMMON_SOURCE] + [p for k in kernels for p in (*KERNELS[k].sources, KERNELS[k].source)]
+    sources = list(dict.fromkeys(sources))
     modified = [p.name for p in sources if _output("git", "status", "--porcelain", p.name)]
     head = {"date": datetime.date.today().isoformat(), "triton": triton.__version__,
             "ptxas": " ".join(re.findall(r"release \S+ V\S+", _output(str(_tool("ptxas")), "--version"))),
@@ -525,9 +633,9 @@ def header(kernels=("sgd",)) -> dict:
         info = KERNELS[k]
         head["kernel" if k == "sgd" else f"kernel {k}"] = (
             f"kernels/{info.source.name}:{info.function}, source sha256 "
-            + hashlib.sha256(info.source.read_bytes() + COMMON_SOURCE.read_bytes()
-                             + NORMAL_SOURCE.read_bytes()).hexdigest()[:12]
-            + f" (with {COMMON_SOURCE.name}, {NORMAL_SOURCE.name})")
+            + hashlib.sha256(info.source.read_bytes() + COMMON_SOURCE.read_bytes() + NORMAL_SOURCE.read_bytes()
+                             + b"".join(p.read_bytes() for p in info.sources)).hexdigest()[:12]
+            + f" (with {', '.join(p.name for p in (COMMON_SOURCE, NORMAL_SOURCE, *info.sources))})")
     return head
 
 
@@ -558,9 +666,64 @@ _CLASSES = {"FMUL": "FMUL/FADD", "FADD": "FMUL/FADD", "IMAD": "IMAD", "LOP3": "L
 _COLUMNS = ["FMUL/FADD", "IMAD", "LOP3", "SEL", "FSETP", "ISETP", "IADD3", "uniform", "other"]
 
 
+def normal_costs(rows) -> dict:
+    """SPEC §6's kernels: for each "X normal" variant beside its "X", the instructions per
+    parameter-step that Gaussian x adds: the cost of the normals drawn per parameter-step
+    (one in ``neuron_kernel``; two in ``neuron_chunked_kernel``, which draws each sample's
+    x twice, in the forward pass and in the update)."""
+    by_name = {r["name"]: r for r in rows}
+    out = {}
+    for r in rows:
+        twin = by_name.get(r["name"].replace(" normal", "")) if r["name"].endswith(" normal") else None
+        if twin is not None and r.get("instructions_per_parameter_step") is not None:
+            out[r["name"]] = {k: r[k] - twin[k] for k in ("instructions_per_parameter_step",
+                                                          "fast_path_instructions_per_parameter_step")}
+    return out
+
+
+def format_parameter_report(rows) -> list:
+    """The lines of SPEC §6's kernels' table: per parameter-step, and the normals' cost."""
+    lines = [f"{'variant':<28} {'kernel':<22} {'D':>5} {'DB':>3} {'BLOCK':>5} {'instr/param':>11} {'fast/param':>10}"
+             f" {'instr/neuron':>12} {'regs':>4} {'spill':>5} {'LDL/STL':>7} {'FFMA(div)':>10}"
+             f" {'est. param-steps/s':>18}"]
+    for r in rows:
+        cx = r["constexprs"]
+        per, fast = r["instructions_per_parameter_step"], r["fast_path_instructions_per_parameter_step"]
+        fmt = (lambda v, w: f"{v:>{w}.2f}" if v is not None else f"{'n/a':>{w}}")  # noqa: E731
+        lines.append(f"{r['name']:<28} {KERNELS[r['kernel']].function:<22} {cx['D']:>5} {cx['DB']:>3} {cx['BLOCK']:>5}"
+                     f" {fmt(per, 11)} {fmt(fast, 10)} {fmt(r.get('instructions_per_neuron_step_d'), 12)}"
+                     f" {r['n_regs']:>4} {r['n_spills']:>5} {r['local_memory_in_loop']:>7}"
+                     f" {r['ffma_kernel']:>5}({r['ffma_division_kernel']:>3})"
+                     f" {r.get('issue_bound_parameter_steps_per_s') or float('nan'):>18.3e}")
+    lines.append("\ninstr/param: SASS instructions per parameter-step (one weight coordinate of one member at one "
+                 "step; a neuron-step is D of them, its bias update included), static counts: neuron_kernel's loop "
+                 "over groups of GROUP steps over its GROUP*D parameter-steps a thread (one member a thread); "
+                 "neuron_chunked_kernel's loop over steps with its two loops over chunks (forward, update) counted "
+                 "cdiv(D, DB) times, over D. fast/param: without the slow-path call blocks of IEEE division and "
+                 "square root; instr/neuron: instr/param * D; LDL/STL: local-memory accesses in the main loop "
+                 "(static); est.: issue-bound H200, 132*4*32*1.98e9/instr/param.")
+    costs = normal_costs(rows)
+    for name, c in costs.items():
+        lines.append(f"normals: {name} - {name.replace(' normal', '')}: "
+                     f"{c['instructions_per_parameter_step']:+.2f} instr/param-step "
+                     f"({c['fast_path_instructions_per_parameter_step']:+.2f} fast path)")
+    return lines + [""]
+
+
 def format_report(rows, head: dict | None = None) -> str:
-    """The rows as a text table, then each variant's loop and opcodes (after ``head``'s lines)."""
+    """The rows as a text table, then each variant's loop and opcodes (after ``head``'s lines);
+    SPEC §6's kernels in a table of their own (:func:`format_parameter_report`)."""
     lines = [f"# {k}: {v}" for k, v in (head or {}).items()]
+    neuron_rows = [r for r in rows if KERNELS[r["kernel"]].per_parameter]
+    rows = [r for r in rows if not KERNELS[r["kernel"]].per_parameter]
+    details = [f"{r['name']}: main loop {r['loop_range'][0]}-{r['loop_range'][1]}, {r['loop_instructions']} "
+               f"instructions (chunk loops {r.get('chunk_loop_instructions')}), for "
+               f"{r.get('parameter_steps_per_iteration')} parameter-steps a thread; the main loop's opcodes: "
+               + ", ".join(f"{k} {v}" for k, v in list(r["loop_opcodes"].items())[:12]) for r in neuron_rows]
+    if neuron_rows:
+        lines += format_parameter_report(neuron_rows)
+        if not rows:
+            return "\n".join(lines + details) + "\n"
     lines.append(f"{'variant':<24} {'instr/step':>10} {'fast/step':>9} " + " ".join(f"{c:>9}" for c in _COLUMNS)
                  + f" {'regs':>4} {'spill':>5} {'blk/SM':>6} {'FFMA(div)':>10} {'loopFFMA(div)':>13} {'DFMA':>4}"
                  + f" {'LDL/STL':>7} {'est. steps/s':>12}")
@@ -596,7 +759,7 @@ def format_report(rows, head: dict | None = None) -> str:
                      f"instructions for {r['neuron_steps_per_iteration']} neuron-steps per thread "
                      f"({r['divergence_checks_in_loop']} divergence checks, {r['slow_path_calls_in_loop']} "
                      f"slow-path calls); per neuron-step: {ops}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + details) + "\n"
 
 
 def main(argv=None) -> int:
@@ -604,11 +767,17 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the header and rows as JSON")
     p.add_argument("--variant", action="append", choices=[n for info in KERNELS.values() for n in info.variants],
                    help="only these (repeatable; default: every variant of the SGD and the Adam kernel)")
+    p.add_argument("--kernel", action="append", choices=list(KERNELS),
+                   help="every variant of these kernels (repeatable; 'neuron' and 'neuron_chunked': SPEC §6's)")
     args = p.parse_args(argv)
     if not tools_available():
         print("sass: needs triton with its nvidia tools (ptxas, cuobjdump, nvdisasm)", file=sys.stderr)
         return 2
-    rows = report(args.variant)
+    names = list(args.variant or [])
+    names += [n for k in args.kernel or [] for n in KERNELS[k].variants]
+    if not names:
+        names = [n for k in ("sgd", "adam") for n in KERNELS[k].variants]
+    rows = report(names)
     head = header(tuple(dict.fromkeys(r["kernel"] for r in rows)))
     sys.stdout.write(format_report(rows, head))
     if args.json:

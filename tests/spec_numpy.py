@@ -1,5 +1,6 @@
 """SPEC.md written again in NumPy, independently of fastneuron (no torch, no fastneuron):
-v1 (§1-§5), and v2's normals (§2b), label noise, Gaussian inputs and lr schedules (§3d).
+v1 (§1-§5), v2's normals (§2b), label noise, Gaussian inputs and lr schedules (§3d), and v3's
+float32 transcendentals (§2c, at the end; v3's neuron, §6, is tests/spec_numpy_v3.py).
 
 This is a second reading of the contract, used by the tests as an oracle. Integer work is
 done in uint64 arrays holding uint32 values (products of two 32-bit words fit in 64 bits
@@ -337,3 +338,223 @@ def normal_block(r0, r1, r2, r3):
     z0, z1 = box_muller(r0, r1)
     z2, z3 = box_muller(r2, r3)
     return z0, z1, z2, z3
+
+
+# ======================================================================================
+# §2c: transcendentals exp32, tanh32, erf32 for every float32 x, written from the SPEC
+# text alone: float32 arrays, np.float32 constants from their bits, one rounded operation
+# a line, int32 bit work, np.where for the selects. Every float32 intermediate is checked
+# to be finite and never subnormal (SPEC §2c: flush-to-zero must not be able to change a bit).
+# ======================================================================================
+
+_I = np.int32
+
+#: Check every float32 intermediate of §2c for subnormal values (on by default; a long
+#: offline sweep may turn it off for speed).
+CHECK_NO_SUBNORMAL = True
+
+
+def _no_subnormal(names: dict, skip=("x", "a", "out")) -> None:
+    """Assert that every float32 array among ``names`` (a function's locals, but for its
+    argument x, a = |x| (subnormals flushed; only ever selected from) and its result)
+    holds only zeros and finite normal values."""
+    if not CHECK_NO_SUBNORMAL:
+        return
+    for name, v in names.items():
+        if name in skip or not isinstance(v, np.ndarray) or v.dtype != np.float32:
+            continue
+        ia = v.view(np.int32) & _I(0x7FFFFFFF)
+        bad = ((ia > 0) & (ia < 0x00800000)) | (ia >= 0x7F800000)
+        assert not bad.any(), (f"§2c: subnormal or non-finite intermediate {name}: {int(bad.sum())} values, "
+                               f"e.g. {v[bad][:4]}")
+
+
+def _tab(*bits) -> tuple:
+    return tuple(_f32_bits(b) for b in bits)
+
+
+# exp32
+_E_INVLN2, _E_LN2HI, _E_LN2LO, _E_P1, _E_P2 = _tab(0x3FB8AA3B, 0x3F317200, 0x35BFBE8E, 0x3E2AAA8F, 0xBB355215)
+_E_HI_BITS = 0x42B17217  # 88.722832: the largest x with a finite exp32
+_E_LO_BITS = 0x42AEAC4F  # |-87.336540|: the most negative x with exp32(x) >= 2**-126
+# tanh32: tanh(a) = a + a*z*T(z), z = a*a, 2**-12 <= a < 0.625
+_T = _tab(0xBEAAAA9A, 0x3E0883B0, 0xBD5C2199, 0x3CA927EF, 0xBBBB4691)
+# erf32: FreeBSD s_erff.c
+_ERX, _EFX8 = _tab(0x3F58560B, 0x3F8375D4)
+_PP = _tab(0x3E0375D4, 0xBEA66BEB, 0xBCE9528F, 0xBBBD1489, 0xB7C756B1)
+_QQ = _tab(0x3F800000, 0x3ECBBBCE, 0x3D852A63, 0x3BA68116, 0x390AEE49, 0xB684E21A)
+_PA = _tab(0xBB1ACDC6, 0x3ED46805, 0xBEBE9208, 0x3EA2FE54, 0xBDE31CC2, 0x3D1151B3, 0xBB0DF9C0)
+_QA = _tab(0x3F800000, 0x3DD9F331, 0x3F0A5785, 0x3D931AE7, 0x3E013307, 0x3C5F6E13, 0x3C445AA3)
+_RA = _tab(0xBC21A093, 0xBF31A0B7, 0xC128F022, 0xC2798057, 0xC322658C, 0xC3389AE7, 0xC2A2932B, 0xC11D077E)
+_SA = _tab(0x3F800000, 0x419D35CE, 0x4309A863, 0x43D9486F, 0x442158C9, 0x43D6810B, 0x42D9451F, 0x40D23F7C,
+           0xBD777F97)
+_RB = _tab(0xBC21A092, 0xBF4C9DD4, 0xC18E104B, 0xC320A2EA, 0xC41F6441, 0xC480230B, 0xC3F1C275)
+_SB = _tab(0x3F800000, 0x41F2B459, 0x43A2E571, 0x44C01759, 0x4547FDBB, 0x451F90CE, 0x43ED43A7, 0xC1B38712)
+
+
+def _poly(c, z: np.ndarray) -> np.ndarray:
+    """SPEC §2c poly(z; c0 .. cn): p = cn * z, then for i = n-1 .. 1: p = p + ci, p = p * z;
+    last p = p + c0 (each line rounded)."""
+    p = c[-1] * z
+    _no_subnormal({"p": p})
+    for ci in c[-2:0:-1]:
+        p = p + ci
+        _no_subnormal({"p": p})
+        p = p * z
+        _no_subnormal({"p": p})
+    p = p + c[0]
+    _no_subnormal({"p": p})
+    return p
+
+
+def _signed(r: np.ndarray, sgn: np.ndarray) -> np.ndarray:
+    """float(bits(r) | sgn): r >= 0 with the sign bit sgn (0 or 0x80000000)."""
+    rb = r.view(np.int32)
+    rb = rb | sgn
+    return rb.view(np.float32)
+
+
+def exp32(x: np.ndarray) -> np.ndarray:
+    """SPEC §2c exp32 of float32 x (any)."""
+    x = np.asarray(x, dtype=np.float32)
+    hx = x.view(np.int32)
+    ix = hx & _I(0x7FFFFFFF)
+    neg = hx < _I(0)
+    nan = ix > _I(0x7F800000)
+    over = hx > _I(_E_HI_BITS)                # x > 88.722832, +inf, NaN with sign bit 0
+    under = neg & (ix > _I(_E_LO_BITS))       # x < -87.336540, -inf, NaN with sign bit 1
+    small = ix < _I(0x31800000)               # |x| < 2**-28 (zeros, subnormals)
+    work = ~(over | under | small)
+    xw = np.where(work, x, np.float32(0))
+    h = np.where(neg, np.float32(-0.5), np.float32(0.5))
+    kf = _E_INVLN2 * xw
+    kf = kf + h
+    k = kf.astype(np.int32)                    # truncation
+    t = k.astype(np.float32)                   # exact
+    th = t * _E_LN2HI                          # exact
+    hi = xw - th
+    lo = t * _E_LN2LO
+    r = hi - lo
+    rr = r * r
+    c = _E_P2 * rr
+    c = c + _E_P1
+    c = rr * c
+    c = r - c
+    num = r * c
+    den = np.float32(2) - c
+    q = num / den
+    y = lo - q
+    y = y - hi
+    y = np.float32(1) - y
+    k1 = k >> _I(1)
+    k2 = k - k1
+    s1 = ((k1 + _I(127)) << _I(23)).view(np.float32)   # 2**k1
+    s2 = ((k2 + _I(127)) << _I(23)).view(np.float32)   # 2**k2
+    y1 = y * s1                                # exact
+    y2 = y1 * s2
+    out = np.where(small, np.float32(1), y2)
+    out = np.where(over, np.float32(np.inf), out)
+    out = np.where(under, np.float32(0), out)
+    out = np.where(nan, x, out)
+    _no_subnormal(locals())
+    return out
+
+
+def tanh32(x: np.ndarray) -> np.ndarray:
+    """SPEC §2c tanh32 of float32 x (any)."""
+    x = np.asarray(x, dtype=np.float32)
+    hx = x.view(np.int32)
+    ix = hx & _I(0x7FFFFFFF)
+    sgn = hx & _I(-0x80000000)
+    nan = ix > _I(0x7F800000)
+    ia = np.where(ix < _I(0x00800000), _I(0), ix)   # subnormal |x| -> 0
+    a = ia.view(np.float32)
+    tiny = ix < _I(0x39800000)                 # |x| < 2**-12
+    big = ix >= _I(0x3F200000)                 # |x| >= 0.625
+    mp = ~(tiny | big)
+    ap = np.where(mp, a, np.float32(0))
+    z = ap * ap
+    p = _poly(_T, z)
+    p = z * p
+    p = ap * p
+    tp = ap + p
+    ae = np.where(ix < _I(0x41200000), a, np.float32(10))   # |x| < 10
+    ae = np.where(big, ae, np.float32(1))
+    a2 = ae + ae                               # exact
+    e = exp32(a2)
+    den = e + np.float32(1)
+    q = np.float32(2) / den
+    te = np.float32(1) - q
+    r = np.where(big, te, tp)
+    r = np.where(tiny, a, r)
+    out = _signed(r, sgn)
+    out = np.where(nan, x, out)
+    _no_subnormal(locals())
+    return out
+
+
+def erf32(x: np.ndarray) -> np.ndarray:
+    """SPEC §2c erf32 of float32 x (any)."""
+    x = np.asarray(x, dtype=np.float32)
+    hx = x.view(np.int32)
+    ix = hx & _I(0x7FFFFFFF)
+    sgn = hx & _I(-0x80000000)
+    nan = ix > _I(0x7F800000)
+    ia = np.where(ix < _I(0x00800000), _I(0), ix)   # subnormal |x| -> 0
+    a = ia.view(np.float32)
+    # |x| < 2**-28
+    x0 = np.where(ix < _I(0x31800000), a, np.float32(0))
+    r0 = x0 * np.float32(8)                    # exact
+    te = _EFX8 * x0
+    r0 = r0 + te
+    r0 = r0 * np.float32(0.125)                # exact
+    # 2**-28 <= |x| < 0.84375
+    ma = (ix >= _I(0x31800000)) & (ix < _I(0x3F580000))
+    xa = np.where(ma, a, np.float32(0))
+    z = xa * xa
+    pr = _poly(_PP, z)
+    ps = _poly(_QQ, z)
+    y = pr / ps
+    ra = xa * y
+    ra = xa + ra
+    # 0.84375 <= |x| < 1.25
+    xb = np.where(ix < _I(0x3FA00000), a, np.float32(1))
+    sb = xb - np.float32(1)
+    pb = _poly(_PA, sb)
+    qb = _poly(_QA, sb)
+    rb = pb / qb
+    rb = _ERX + rb
+    # 1.25 <= |x| < 6
+    mc = (ix >= _I(0x3FA00000)) & (ix < _I(0x40C00000))
+    xc = np.where(mc, a, np.float32(2))
+    x2 = xc * xc
+    s = np.float32(1) / x2
+    r1 = _poly(_RA, s)
+    s1 = _poly(_SA, s)
+    r2 = _poly(_RB, s)
+    s2 = _poly(_SB, s)
+    md = ix < _I(0x4036DB6E)                   # |x| < 1/0.35
+    rr = np.where(md, r1, r2)
+    ss = np.where(md, s1, s2)
+    zc = (xc.view(np.int32) & _I(-0x1000)).view(np.float32)   # xc with 12 low bits cleared
+    u1 = -zc
+    u1 = u1 * zc
+    u1 = u1 - np.float32(0.5625)
+    e1 = exp32(u1)
+    d1 = zc - xc
+    d2 = zc + xc
+    u2 = d1 * d2
+    qc = rr / ss
+    u2 = u2 + qc
+    e2 = exp32(u2)
+    rc = e1 * e2
+    rc = rc / xc
+    rc = np.float32(1) - rc
+    r = np.where(ix >= _I(0x40C00000), np.float32(1), rc)
+    r = np.where(ix < _I(0x3FA00000), rb, r)
+    r = np.where(ix < _I(0x3F580000), ra, r)
+    r = np.where(ix < _I(0x31800000), r0, r)
+    out = _signed(r, sgn)
+    out = np.where(nan, x, out)
+    _no_subnormal(locals())
+    return out

@@ -143,7 +143,8 @@ def test_compile_seconds_only_for_contestants_that_compile():
 def test_compiling_contestants():
     assert {c.key for c in BY_KEY.values() if c.compiles} == {"jax", "compile", "compile-adam", "compile-adamw",
                                                                "compile-rmsprop", "compile-noise", "compile-schedule",
-                                                               "compile-log100", "triton", "triton-kernel"}
+                                                               "compile-log100", "compile-d16-normal",
+                                                               "compile-d16-uniform", "triton", "triton-kernel"}
 
 
 def test_optimizer_rows_at_the_headline_size_and_not_in_quick():

@@ -154,6 +154,22 @@ def test_ranks_equal_one_process(tmp_path, world, members):
     assert got.settings == dict(ref.settings, world_size=world)
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_neuron_with_inputs_across_ranks(tmp_path, world):
+    """SPEC §6: weights (M, d) and history (L, M, d) gathered word for word (3 ranks: chunks
+    of 2 members, the last partly empty)."""
+    kw = dict(RUN, problem="teacher", inputs=7, activation="tanh", bias=False, a=0.3, c=0.0, lo=-1.0, hi=1.0)
+    out = tmp_path / "out.npz"
+    d, n_logged = 7, len(range(0, RUN["steps"], RUN["log_every"])) if RUN.get("log_every") else 0
+    words = d + 3 + n_logged * (d + 1)
+    results, _ = launch(world, dict(kw, _gather_chunk_bytes=2 * words * 4 if world == 3 else 64 << 20), out)
+    for r, (rc, stdout, stderr) in enumerate(results):
+        assert rc == 0, f"rank {r}: {stderr[-3000:]}"
+    got, ref = fastneuron.load(out), reference(**kw)
+    assert got.weight.shape == (len(RUN["seeds"]), d)
+    assert_same(got, ref)
+
+
 def test_compile_backend_across_ranks(tmp_path):
     kw = dict(RUN, backend="compile")
     out = tmp_path / "out.npz"

@@ -46,6 +46,8 @@ class Contestant:
     note: str = ""
     #: its first call compiles (torch.compile, jax.jit, Triton): the table shows compile s
     compiles: bool = False
+    #: inputs d of each neuron (SPEC §6): a row's parameter-steps/s are d x its neuron-steps/s
+    inputs: int = 1
 
 
 def lr_sweep(members: int) -> np.ndarray:
@@ -295,6 +297,15 @@ CONTESTANTS = [
     Contestant("compile-log100", "fastneuron compile log100", False, _prepare_fastneuron("compile", log_every=100),
                _compile_unavailable, compiles=True,
                note='backend="compile", log_every=100 (w and b kept every 100 steps), the same lrs'),
+    # SPEC v3 (issue 23): 16-input neurons learning a 16-input linear teacher (a = 1/4 in every
+    # coordinate, c = 0), x ~ N(0, I) (16 normals a sample) or U[-1, 1)^16; rows give
+    # parameter-steps/s (M * 16 * T / time) beside the one-input headline's neuron-steps/s.
+    *(Contestant(f"compile-d16-{law}", f"fastneuron compile d16 {law}", False,
+                 _prepare_fastneuron("compile", problem="teacher", inputs=16, a=0.25, c=0.0, **kw),
+                 _compile_unavailable, compiles=True, inputs=16,
+                 note=f'backend="compile", problem="teacher", inputs=16, a=0.25, c=0, {text}, the same lrs')
+      for law, kw, text in (("normal", {"x_dist": "normal"}, 'x_dist="normal"'),
+                            ("uniform", {"lo": -1.0, "hi": 1.0}, "x ~ U[-1, 1)"))),
     Contestant("triton", "fastneuron triton", False, _prepare_fastneuron("triton"), _triton_unavailable,
                compiles=True),
     Contestant("triton-kernel", "triton kernel only", False, _prepare_triton_kernel, _triton_kernel_unavailable,

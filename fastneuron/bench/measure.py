@@ -32,6 +32,8 @@ SIZES = {
         "compile-noise": ([2**20], 3000),
         "compile-schedule": ([2**20], 3000),
         "compile-log100": ([2**20], 3000),
+        "compile-d16-normal": ([2**16], 3000),
+        "compile-d16-uniform": ([2**16], 3000),
         "triton": ([2**10], 64),  # only with --interpret: a smoke run of the interpreter
         "triton-kernel": ([2**10], 64),
     },
@@ -59,6 +61,8 @@ SIZES = {
         "compile-noise": ([2**20], 3000),
         "compile-schedule": ([2**20], 3000),
         "compile-log100": ([2**20], 3000),
+        "compile-d16-normal": ([2**20], 3000),
+        "compile-d16-uniform": ([2**20], 3000),
         "triton": ([2**14, 2**17, 2**20, 2**24], 3000),
         "triton-kernel": ([2**20, 2**24], 3000),
     },

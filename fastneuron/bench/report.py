@@ -34,6 +34,13 @@ def make_row(contestant: Contestant, members: int, steps: int, timing: Timing, *
         "device_name": None,
         "members": members,
         "steps": steps,
+        "inputs": contestant.inputs,
+        # M * d * T / time: each of a neuron's d weights updated once a step (SPEC §6)
+        "parameter_steps_per_s": {
+            "median": float(np.median(rates)) * contestant.inputs,
+            "p20": float(np.percentile(rates, 20)) * contestant.inputs,
+            "p80": float(np.percentile(rates, 80)) * contestant.inputs,
+        },
         "repeats": len(timing.run_s),
         "neuron_steps_per_s": {
             "median": float(np.median(rates)),
@@ -209,6 +216,9 @@ _COLUMNS = [  # (header, width, formatter of a row)
     ("p20/s", 8, lambda r: format_rate(r["neuron_steps_per_s"]["p20"])),
     ("p80/s", 8, lambda r: format_rate(r["neuron_steps_per_s"]["p80"])),
     ("ratio", 8, lambda r: "-" if r["ratio"] is None else _format_ratio(r["ratio"])),
+    ("d", 2, lambda r: str(r.get("inputs", 1))),
+    ("param/s", 9, lambda r: format_rate(r["parameter_steps_per_s"]["median"]) if "parameter_steps_per_s" in r
+     else "-"),
     ("warm-up s", 9, lambda r: f"{r['warmup_s']:.2f}"),
     ("compile s", 9, lambda r: "-" if r["compile_s"] is None else f"{r['compile_s']:.2f}"),
     ("peak mem", 9, lambda r: _format_bytes(r["peak_mem_bytes"])),
@@ -272,12 +282,14 @@ def format_report(report: dict) -> str:
 
 
 def write_csv(path: str, rows: list) -> None:
-    """The rows, flattened: neuron_steps_per_s_{median,p20,p80} and version_{library}."""
+    """The rows, flattened: neuron_steps_per_s_{median,p20,p80}, parameter_steps_per_s_{...} and
+    version_{library}."""
     flat = []
     for row in rows:
-        out = {k: v for k, v in row.items() if k not in ("neuron_steps_per_s", "versions")}
-        for stat, value in row["neuron_steps_per_s"].items():
-            out[f"neuron_steps_per_s_{stat}"] = value
+        out = {k: v for k, v in row.items() if k not in ("neuron_steps_per_s", "parameter_steps_per_s", "versions")}
+        for key in ("neuron_steps_per_s", "parameter_steps_per_s"):
+            for stat, value in row.get(key, {}).items():
+                out[f"{key}_{stat}"] = value
         for lib, version in row["versions"].items():
             out[f"version_{lib}"] = version
         flat.append(out)
