@@ -7,8 +7,14 @@ scipy.special.erf).
 
 About 55 minutes on the 2-core machine (erf alone 43); results in
 bench/results/transcendental-sweep-2026-12-07.txt."""
-import sys, time, json
-import numpy as np, torch, scipy.special as sp
+import json
+import sys
+import time
+
+import numpy as np
+import scipy.special as sp
+import torch
+
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests"))
 import spec_numpy as S
 from fastneuron import transcendental as T
@@ -28,7 +34,7 @@ JOBS = {
 CH = 1 << 23
 for name in sys.argv[1:]:
     fn, tfn, ref, lo, hi, sign = JOBS[name]
-    t0 = time.time(); worst = (-1.0, None); n = 0; ndiff = 0; hist = np.zeros(8, np.int64)
+    t0, worst, n, ndiff, hist = time.time(), (-1.0, None), 0, 0, np.zeros(8, np.int64)
     for start in range(lo, hi, CH):
         b = np.arange(start, min(start + CH, hi), dtype=np.int64) | sign
         x = b.astype(np.uint32).view(np.float32)

@@ -26,38 +26,15 @@ def train(seeds, lrs, steps: int, *, optimizer: str = "sgd", problem: str = "lin
     k = 10 about 40-44%, most of it the first write of the history's new memory (3-5% and
     27-34% alone) on the fast 2-core machine of bench/results/log-cost-2026-12-07.txt.
 
-    ``options`` belong to the optimizer and the problem (:mod:`fastneuron.optim`,
-    :mod:`fastneuron.problems`); an unknown one is a ValueError. For
-    ``optimizer="sgd"`` (``torch.optim.SGD``): ``momentum`` and ``weight_decay`` (a
-    scalar or one value per member), ``dampening`` and ``nesterov`` (run-wide). For
-    ``"adam"`` and ``"adamw"`` (``torch.optim.Adam``/``AdamW``): ``weight_decay`` and
-    ``eps`` per member, ``betas=(beta1, beta2)`` and ``amsgrad`` run-wide; for
-    ``"rmsprop"``: ``alpha``, ``eps`` and ``weight_decay`` per member, ``momentum`` and
-    ``centered`` run-wide (SPEC §3c). Values are used as given: where torch.optim computes
-    with the Python floats in float64 (RMSprop's ``1 - alpha``, Adam's ``lr /
-    bias_correction1``, AdamW's ``1 - lr*weight_decay``, a schedule's ``lr * f(t)``), so
-    does the run (a float32 array is its float32 values); the result keeps those values
-    (``result.float64``) where they are not float32 values. For
-    ``problem="linear"``: the target ``a*x + c`` with ``x ~ U[lo, hi)`` (``a=2, c=1,
-    lo=1, hi=5``), or ``x ~ N(x_mean, x_std**2)`` with ``x_dist="normal"`` (``x_mean=0,
-    x_std=1``); ``noise`` (a scalar or one value per member, >= 0) adds label noise
-    ``noise * eps``, eps standard normal from its own random stream (SPEC §2b).
-
-    The model (SPEC §6a, all run-wide but ``init_scale``): ``inputs=d`` (1 to 4096: an
-    ``nn.Linear(d, 1)``; d > 1 needs ``problem="teacher"``), ``bias`` (True; False:
-    ``nn.Linear(d, 1, bias=False)``, b reported as 0), ``activation`` (``"identity"``,
-    ``"relu"``, ``"leaky_relu"``, ``"sigmoid"``, ``"tanh"``, ``"erf"`` (``erf(z/sqrt 2)``),
-    ``"abs"``, ``"square"``), ``loss`` (``"mse"``, ``nn.MSELoss``; ``"bce"``,
-    ``nn.BCEWithLogitsLoss`` on ``w . x + b``, which needs the identity and the teacher),
-    ``leaky_slope`` (0.01), and per member ``init_scale`` (> 0, default 1: ``nn.Linear``'s
-    init ``U[-1/sqrt(d), 1/sqrt(d))`` times it). ``problem="teacher"`` (SPEC §6d): the
-    target ``target_activation(a . x + c) + noise*eps`` (``target_activation`` defaults to
-    the model's ``activation``; with ``loss="bce"`` the label ``a . x + c + noise*eps > 0``),
-    ``a`` one number for every input or d numbers, ``c``, and x's law and ``noise`` as for
-    ``"linear"``. The risk (``result.risk``, SPEC §6f) is the closed form for the identity
-    with mse, otherwise the mean loss on a fixed evaluation set of ``eval_samples`` (4096)
-    draws, the same for every member and backend. The result's ``weight`` is (M, d) and its
-    history (L, M, d) for d > 1.
+    ``options`` belong to the optimizer, the problem and the model (docs/API.md lists
+    them all; an unknown one is a ValueError): SGD's ``momentum``, ``weight_decay``,
+    ``dampening``, ``nesterov``; Adam's, AdamW's and RMSprop's (SPEC §3c), values used as
+    given where torch.optim computes in float64 (kept in ``result.float64``); the problem's
+    ``a``, ``c``, ``lo``, ``hi``, ``x_dist``, ``x_mean``, ``x_std`` and per-member label
+    ``noise`` (SPEC §2b); the model's ``inputs`` (d, 1 to 4096), ``bias``, ``activation``,
+    ``loss``, ``leaky_slope`` and per-member ``init_scale`` (SPEC §6). ``problem="teacher"``
+    learns ``target_activation(a . x + c)`` (with ``loss="bce"``, its sign) in d inputs; the
+    result's ``weight`` is then (M, d), its history (L, M, d).
 
     ``lr_schedule`` (SGD only): the lr of step t is ``lr * f(t)``, as
     ``torch.optim.lr_scheduler.LambdaLR`` over ``torch.optim.SGD`` (SPEC §3d): a

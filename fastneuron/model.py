@@ -12,7 +12,7 @@ contiguous, which is what the compiled path vectorizes over). They trace under
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
@@ -115,6 +115,12 @@ class Neuron:
     def weight_shape(self, m: int) -> tuple:
         """A block's weight tensor: (M,) for d = 1, (d, M) for d > 1."""
         return (m,) if self.inputs == 1 else (self.inputs, m)
+
+
+def settings_model(settings: dict) -> Neuron:
+    """The model a result's or checkpoint's ``settings`` describe (absent keys: v2's
+    neuron); ValueError for bad ones."""
+    return Neuron(**{f.name: settings[f.name] for f in fields(Neuron) if f.init and f.name in settings})
 
 
 # -- SPEC §6b: the init ----------------------------------------------------------------

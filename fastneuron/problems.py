@@ -44,6 +44,19 @@ DEFAULT_EVAL_SAMPLES = 4096
 MAX_EVAL_SAMPLES = 1 << 22
 
 
+#: The most values (eval_samples x inputs) the evaluation set may hold: 256 MiB of float64.
+MAX_EVAL_VALUES = 1 << 25
+
+
+def check_eval_memory(eval_samples: int, inputs: int) -> None:
+    """ValueError naming eval_samples when the evaluation set of ``inputs`` coordinates
+    would not fit in :data:`MAX_EVAL_VALUES` (checked before the run, not at the first risk)."""
+    if eval_samples * inputs > MAX_EVAL_VALUES:
+        raise ValueError(f"eval_samples: {eval_samples} samples of {inputs} inputs is {eval_samples * inputs} values, "
+                         f"more than the evaluation set's {MAX_EVAL_VALUES} (256 MiB of float64); "
+                         f"use at most {MAX_EVAL_VALUES // inputs} samples")
+
+
 def check_eval_samples(value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
             or not 1 <= int(value) <= MAX_EVAL_SAMPLES:
@@ -298,8 +311,6 @@ class Teacher:
             if values.ndim != 1 or values.size == 0 or values.dtype.kind not in "iuf":
                 raise ValueError(f"a must be a number or a 1-D sequence of numbers (one per input), got {a!r}")
             a = tuple(check_float(f"a[{i}]", float(v)) for i, v in enumerate(values))
-            if len(a) == 1:
-                a = a[0]
         else:
             a = check_float("a", a)
         object.__setattr__(self, "a", a)
@@ -313,10 +324,16 @@ class Teacher:
     def bind(self, model) -> "Teacher":
         """This teacher for ``model``: its d, loss and leaky slope, and the target
         activation resolved (default: the model's)."""
+        if model.loss == "bce" and self.target_activation is not None:
+            raise ValueError(f"target_activation: loss='bce' labels samples by the sign of a . x + c (SPEC §6d), "
+                             f"so it takes no target activation; got {self.target_activation!r}")
+        check_eval_memory(self.eval_samples, model.inputs)
         if isinstance(self.a, tuple) and len(self.a) != model.inputs:
             raise ValueError(f"a has {len(self.a)} values but inputs={model.inputs}: give one value per input, "
                              f"or one number for all")
-        bound = dataclasses.replace(self, target_activation=self.target_activation or model.activation)
+        a = self.a[0] if isinstance(self.a, tuple) and model.inputs == 1 else self.a  # one input: a number
+        target = None if model.loss == "bce" else self.target_activation or model.activation
+        bound = dataclasses.replace(self, a=a, target_activation=target)
         for name in ("inputs", "loss", "leaky_slope", "activation"):
             object.__setattr__(bound, name, getattr(model, name))
         return bound
@@ -329,6 +346,8 @@ class Teacher:
         gauss = {"x_dist": self.x_dist, "x_mean": self.x_mean, "x_std": self.x_std} if self.normal else {}
         a = list(self.a) if isinstance(self.a, tuple) else self.a
         target = {} if self.loss == "bce" else {"target_activation": self.target_activation}
+        if self.loss != "bce" and self.target_activation == "leaky_relu":  # the teacher's slope is the run's
+            target["leaky_slope"] = self.leaky_slope
         return {"a": a, "c": self.c, "lo": self.lo, "hi": self.hi, **gauss, **target, **_eval_setting(self)}
 
     def flags(self, member_options: dict) -> TeacherFlags:
@@ -417,7 +436,7 @@ def _eval_setting(problem) -> dict:
 EVAL_CHUNK_VALUES = 1 << 22
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=1)  # one set at a time: up to 256 MiB each
 def _evaluation_x(n: int, d: int, normal: bool, a32: float, b32: float) -> torch.Tensor:
     """The evaluation set's x, (n, d) float64 holding float32 values (shared: not to be
     written into): sample

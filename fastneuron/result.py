@@ -54,7 +54,7 @@ import torch
 from .files import (  # noqa: F401  (ResultNotSaved, check_writable, float64_column_name: re-exported)
     Npz, ResultNotSaved, atomic_write, check_arrays, check_writable, float64_column_name, float64_names, read_header)
 from .members import is_column
-from .model import Neuron
+from .model import Neuron, settings_model  # noqa: F401  (settings_model: re-exported)
 from .optim import run_option_names
 from .problems import PROBLEMS, population_risk  # noqa: F401  (population_risk: re-exported)
 
@@ -410,11 +410,6 @@ def activation_module(name: str, leaky_slope: float = 0.01) -> torch.nn.Module:
     if name == "leaky_relu":
         return torch.nn.LeakyReLU(negative_slope=float(leaky_slope))
     return simple[name]()
-
-
-def settings_model(settings: dict) -> Neuron:
-    """The model ``settings`` describe (absent keys: v2's neuron); ValueError for bad ones."""
-    return Neuron(**{k: settings[k] for k in run_option_names(Neuron) if k in settings})
 
 
 def weight_shape(settings: dict, m: int, n_logged: Optional[int] = None) -> tuple:

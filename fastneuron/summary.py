@@ -250,12 +250,13 @@ def weight_spread(weight: np.ndarray) -> tuple:
 def theory_applies(result) -> bool:
     """Whether :mod:`fastneuron.theory` describes ``result``: plain SGD
     (:func:`fastneuron.theory.plain_sgd`) of v2's neuron (one input, a bias, the
-    identity, mse; no v3 setting recorded)."""
+    identity, mse, the init unscaled; no v3 setting recorded)."""
     from . import theory
 
     s = result.settings
     v2_model = s.get("inputs", 1) == 1 and s.get("bias", True) is True \
-        and s.get("activation", "identity") == "identity" and s.get("loss", "mse") == "mse"
+        and s.get("activation", "identity") == "identity" and s.get("loss", "mse") == "mse" \
+        and "init_scale" not in result.member_options  # the prediction starts from the U(-1, 1) init
     return v2_model and theory.plain_sgd(result)
 
 

@@ -112,7 +112,7 @@ def _columns(result, tol: float) -> dict:
 
 def _inputs(result) -> int:
     """d, the inputs of the result's neurons (1 for a v2 run)."""
-    from .result import settings_model
+    from .model import settings_model
 
     return settings_model(result.settings).inputs
 
@@ -374,7 +374,7 @@ def read_parquet_fields(path) -> dict:
     float64 = float64_names(meta, options)
     if float64 is None:
         raise bad(f"float64 {meta['float64']!r}")
-    from .result import settings_model
+    from .model import settings_model
 
     try:
         d = settings_model(settings).inputs

@@ -84,8 +84,8 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "eager": Backend("fastneuron.kernels.eager", "EagerStepper"),
     "compile": Backend("fastneuron.kernels.compiled", "CompiledStepper"),
-    "triton": Backend("fastneuron.kernels.triton_sgd", "TritonStepper", optimizers=("sgd", "adam", "adamw", "rmsprop"),
-                      problems=("linear", "teacher")),
+    "triton": Backend("fastneuron.kernels.triton_neuron", "TritonStepper",
+                      optimizers=("sgd", "adam", "adamw", "rmsprop"), problems=("linear", "teacher")),
 }
 #: What ``train(backend=...)`` accepts.
 BACKEND_CHOICES = ("auto", *BACKENDS)

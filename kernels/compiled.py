@@ -393,13 +393,17 @@ class CompiledStepper:
     def _spares(self, state: State) -> list:
         """Two buffer sets (state, gradient sums) of ``state``'s shape, neither holding
         ``state`` itself; ``state`` joins the pool for the next call."""
-        like, like_b = state.weight, state.bias
+        like = state.weight
+
+        def sums():  # a gradient sum of each parameter's shape
+            return torch.empty_like(like), torch.empty_like(state.bias)
+
         spares = []
         for s, partial in self._pool:
             if len(spares) < 2 and s.weight.shape == like.shape and s.weight is not like:
-                spares.append((s, partial if partial is not None else (torch.empty_like(like), torch.empty_like(like_b))))
+                spares.append((s, partial if partial is not None else sums()))
         while len(spares) < 2:
-            spares.append((pytree.tree_map(torch.empty_like, state), (torch.empty_like(like), torch.empty_like(like_b))))
+            spares.append((pytree.tree_map(torch.empty_like, state), sums()))
         self._pool = spares + [(state, None)]
         return list(spares)
 

@@ -66,6 +66,7 @@ from fastneuron.kernels.triton_common import (FLT_MAX, MUL_WIDE_A, MUL_WIDE_B, P
                                               _check_tensor, _member_words, _mul_wide, _philox, check_schedule)
 from fastneuron.kernels.triton_math import _erf32, _exp32, _tanh32
 from fastneuron.kernels.triton_normal import _box_muller, _normal_block
+from fastneuron.kernels import triton_sgd
 from fastneuron.kernels.triton_sgd import _sgd
 from fastneuron.model import ACTIVATIONS, NeuronFlags
 from fastneuron.model import init_params as model_init_params
@@ -919,6 +920,28 @@ def as_linear(config: StepConfig, consts: Constants):
     return (dataclasses.replace(config, problem=LinearTarget, problem_flags=LinearFlags(noise=pf.noise,
                                                                                         normal=pf.normal)),
             consts._replace(problem=linear_consts))
+
+
+class TritonStepper(triton_sgd.TritonStepper):
+    """The Triton backend's :class:`~fastneuron.kernels.Stepper`: v2's kernels
+    (:mod:`.triton_sgd`, :mod:`.triton_adam`) for v2's neuron on the linear problem, and
+    for the teacher runs that compute exactly its bits (:func:`as_linear`); this module's
+    kernels for the rest of SPEC §6."""
+
+    def init(self, members: Members, config: StepConfig):
+        if config.model != NeuronFlags():
+            return init(members, config)
+        return super().init(members, config)
+
+    def __call__(self, state: State, t0, members: Members, consts: Constants, *, nsteps: int, config: StepConfig,
+                 history: Optional[History] = None) -> State:
+        if config.problem is not LinearTarget or config.model != NeuronFlags():
+            linear = as_linear(config, consts)
+            if linear is None:
+                return step(state, t0, members, consts, nsteps=nsteps, config=config, history=history,
+                            block_size=self.block_size)
+            config, consts = linear
+        return super().__call__(state, t0, members, consts, nsteps=nsteps, config=config, history=history)
 
 
 def init(members: Members, config: StepConfig):

@@ -42,7 +42,6 @@ import triton
 import triton.language as tl
 
 from fastneuron._validate import check_int
-from fastneuron.model import NeuronFlags
 from fastneuron.optim import SGD, SGDFlags
 from fastneuron.problems import LinearFlags, LinearTarget
 from fastneuron.reference import Constants, History, Members, State, StepConfig
@@ -364,11 +363,7 @@ class TritonStepper:
         self.block_size = block_size
 
     def init(self, members: Members, config: StepConfig):
-        """Initial (w0, b0) from the init stream (a launch of 0 steps); SPEC §6's neuron
-        with settings beyond v2's: :func:`.triton_neuron.init`."""
-        if config.model != NeuronFlags():
-            from fastneuron.kernels import triton_neuron
-            return triton_neuron.init(members, config)
+        """Initial (w0, b0) from the init stream (a launch of 0 steps)."""
         s_lo = _check_members(members, SGDFlags())
         m, dev = s_lo.numel(), s_lo.device
         w = torch.empty(m, dtype=torch.float32, device=dev)
@@ -382,16 +377,9 @@ class TritonStepper:
     def __call__(self, state: State, t0: int, members: Members, consts: Constants, *, nsteps: int,
                  config: StepConfig, history: Optional[History] = None) -> State:
         """Steps ``t0 .. t0 + nsteps - 1`` (``t0``: int or 0-dim tensor, ``t0*B % 4 == 0``).
-        Adam, AdamW and RMSprop run :mod:`.triton_adam`'s kernel (by ``config.optimizer.name``);
-        SPEC §6's neuron beyond v2's, or the teacher problem, :mod:`.triton_neuron`'s (but the
-        teacher runs that compute exactly the linear problem's bits: as the linear problem here)."""
-        if config.problem is not LinearTarget or config.model != NeuronFlags():
-            from fastneuron.kernels import triton_neuron
-            linear = triton_neuron.as_linear(config, consts)
-            if linear is None:
-                return triton_neuron.step(state, t0, members, consts, nsteps=nsteps, config=config, history=history,
-                                          block_size=self.block_size)
-            config, consts = linear
+        Adam, AdamW and RMSprop run :mod:`.triton_adam`'s kernel (by ``config.optimizer.name``).
+        v2's neuron on the linear problem only: :class:`.triton_neuron.TritonStepper` (the
+        backend's stepper) hands everything else to SPEC §6's kernels."""
         if getattr(config.optimizer, "name", None) in triton_adam.OPTIMIZER_CODES:
             return triton_adam.step(state, t0, members, consts, nsteps=nsteps, config=config, history=history,
                                     block_size=self.block_size)

@@ -163,7 +163,7 @@ def test_neuron_with_inputs_across_ranks(tmp_path, world):
     d, n_logged = 7, len(range(0, RUN["steps"], RUN["log_every"])) if RUN.get("log_every") else 0
     words = d + 3 + n_logged * (d + 1)
     results, _ = launch(world, dict(kw, _gather_chunk_bytes=2 * words * 4 if world == 3 else 64 << 20), out)
-    for r, (rc, stdout, stderr) in enumerate(results):
+    for r, (rc, _, stderr) in enumerate(results):
         assert rc == 0, f"rank {r}: {stderr[-3000:]}"
     got, ref = fastneuron.load(out), reference(**kw)
     assert got.weight.shape == (len(RUN["seeds"]), d)

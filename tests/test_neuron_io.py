@@ -537,3 +537,37 @@ def test_bad_input_is_one_value_error_before_any_work(options, message, monkeypa
         with pytest.raises(ValueError, match=message):
             fn.train([0, 1], 0.01, 8, backend="eager", **options, **extra)
     assert not os.path.exists(tmp_path / "dir")
+
+
+# -- review fixes (SPEC §6d, §6f): what a run records and refuses -------------------------
+
+def test_leaky_slope_is_recorded_when_only_the_teacher_uses_it():
+    kw = dict(problem="teacher", target_activation="leaky_relu", lo=-3.0, hi=1.0, backend="eager")
+    r1 = fn.train([0], 0.01, 5, leaky_slope=0.5, **kw)
+    r2 = fn.train([0], 0.01, 5, leaky_slope=0.01, **kw)
+    assert r1.settings["leaky_slope"] == 0.5 and r2.settings["leaky_slope"] == 0.01
+    assert r1.settings != r2.settings
+
+
+def test_target_activation_with_bce_is_refused():
+    with pytest.raises(ValueError, match="target_activation"):
+        RunSpec.build([0], 0.01, 3, problem="teacher", loss="bce", target_activation="tanh", backend="eager")
+
+
+def test_evaluation_set_too_large_is_refused_before_the_run():
+    with pytest.raises(ValueError, match="eval_samples"):
+        RunSpec.build([0], 0.01, 1, problem="teacher", inputs=4096, activation="relu", eval_samples=1 << 22,
+                      backend="eager")
+
+
+def test_a_of_one_value_in_a_list_counts_as_one_input():
+    with pytest.raises(ValueError, match="a has 1 values but inputs=3"):
+        RunSpec.build([0], 0.01, 1, problem="teacher", inputs=3, a=[2.0], backend="eager")
+    one = fn.train([0, 1], 0.01, 8, problem="teacher", a=[2.0], backend="eager")
+    ref = fn.train([0, 1], 0.01, 8, problem="teacher", a=2.0, backend="eager")
+    assert_same_results(one, ref)
+
+
+def test_spread_prediction_needs_the_unscaled_init():
+    r = fn.train(**fn.grid(seeds=range(6), lrs=[0.01], noise=[0.5]), steps=20, backend="eager", init_scale=0.5)
+    assert math.isnan(r.summary(by=("lr", "noise")).rows[0]["w_std_pred"])

@@ -222,7 +222,8 @@ def _random_bits(g, lo: int, hi: int, n: int) -> np.ndarray:
 @pytest.mark.parametrize("name,ref,bound,ranges", [
     ("exp32", np.exp, tr.EXP_MAX_ULP, [(0x31800000, 0x42B17218, 0), (0x31800000, 0x42AEAC50, 0x80000000)]),
     ("tanh32", np.tanh, tr.TANH_MAX_ULP, [(0x00800000, 0x41200000, 0), (0x3F000000, 0x3F400000, 0x80000000)]),
-    ("erf32", lambda v: torch.special.erf(torch.from_numpy(v)).numpy(), tr.ERF_MAX_ULP, [(0x00800000, 0x40C00000, 0), (0x3F400000, 0x40000000, 0x80000000)]),
+    ("erf32", lambda v: torch.special.erf(torch.from_numpy(v)).numpy(), tr.ERF_MAX_ULP,
+     [(0x00800000, 0x40C00000, 0), (0x3F400000, 0x40000000, 0x80000000)]),
 ])
 def test_accuracy(name, ref, bound, ranges):
     g = np.random.default_rng(13)
